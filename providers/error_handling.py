@@ -1,0 +1,516 @@
+"""Every failure that leaves a provider, as one exception with a category.
+
+The taxonomy, and what the queue does with each category::
+
+    ProviderError (RuntimeError)
+     ├─ retryable: the queue waits `retry_after` (or a backoff) and tries again
+     │   ├─ RATE_LIMIT        429 "slow down"            Retry-After honoured
+     │   ├─ OVERLOADED        Anthropic 529, "overloaded" in-band error
+     │   ├─ SERVER_ERROR      5xx, 409 conflict
+     │   └─ NETWORK_ERROR     connect/read timeout, reset, stream cut short, 408
+     └─ not retryable: the queue fails over to the next provider's queue
+         ├─ AUTH_ERROR        401, 403 permission
+         ├─ QUOTA_EXHAUSTED   429 insufficient_quota, 402, "credit balance too low"
+         ├─ NOT_FOUND         404 (usually an unknown model)
+         ├─ INVALID_REQUEST   400, 413, 422
+         ├─ CONTEXT_LENGTH    prompt longer than the model's context window
+         ├─ CONTENT_FILTER    refused by the provider's moderation
+         ├─ MALFORMED_RESPONSE the provider answered something we cannot parse
+         └─ UNKNOWN           anything else
+
+The seed guide's API (`ErrorCategory`, `ProviderError`, `ErrorClassifier`) is
+kept; its defects are not: a `requests.Response` is falsy for 4xx/5xx (so it
+is compared with `is not None`), and `Retry-After` is read as seconds, as an
+HTTP-date, from `retry-after-ms` and from the vendors' rate-limit reset
+headers, then capped.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Mapping, Optional
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+#: No provider hint is honoured beyond this; the queue's own cap may be lower.
+MAX_RETRY_AFTER_S = 300.0
+
+
+class ErrorCategory(Enum):
+    """Error classification; the value is what travels in job records."""
+
+    AUTH_ERROR = "auth"
+    RATE_LIMIT = "rate_limit"
+    NOT_FOUND = "not_found"
+    INVALID_REQUEST = "invalid"
+    SERVER_ERROR = "server"
+    NETWORK_ERROR = "network"
+    UNKNOWN = "unknown"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_FILTER = "content_filter"
+    QUOTA_EXHAUSTED = "quota"
+    OVERLOADED = "overloaded"
+    MALFORMED_RESPONSE = "malformed_response"
+
+
+RETRYABLE_CATEGORIES = frozenset(
+    {
+        ErrorCategory.RATE_LIMIT,
+        ErrorCategory.OVERLOADED,
+        ErrorCategory.SERVER_ERROR,
+        ErrorCategory.NETWORK_ERROR,
+    }
+)
+
+
+# --- secrets ---------------------------------------------------------------
+# Keys are registered by the providers that hold them, so any message that
+# would carry one (an echoed header, a URL with ?key=) is scrubbed before it
+# becomes an exception, a log line or a job record.
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_KEY_PATTERNS = [
+    re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]{8,}"),
+    re.compile(r"(?i)((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]{6,}"),
+]
+
+
+def register_secret(secret: Optional[str]) -> None:
+    """Remember a key so `redact` removes it wherever it appears."""
+    if secret and len(secret) >= 4:
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def redact(text: Any) -> str:
+    """Return `text` as a string with every known or key-shaped secret masked."""
+    out = str(text)
+    with _secrets_lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in out:
+            out = out.replace(secret, "[REDACTED]")
+    for pattern in _KEY_PATTERNS:
+        if pattern.groups:
+            out = pattern.sub(lambda m: m.group(1) + "[REDACTED]", out)
+        else:
+            out = pattern.sub("[REDACTED]", out)
+    return out
+
+
+class ProviderError(RuntimeError):
+    """A classified provider failure.
+
+    `message` is ours and says what happened; `provider_message` is the
+    provider's own words from the body, kept because it is what an operator
+    searches for. Both are redacted. `retry_after` is seconds (float) or None
+    when the provider gave no hint and the caller should back off itself.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        category: ErrorCategory = ErrorCategory.UNKNOWN,
+        status_code: Optional[int] = None,
+        provider: Optional[str] = None,
+        retryable: Optional[bool] = None,
+        retry_after: Optional[float] = None,
+        *,
+        provider_message: Optional[str] = None,
+        error_type: Optional[str] = None,
+    ):
+        self.message = redact(message)
+        self.category = category
+        self.status_code = status_code
+        self.provider = provider
+        self.retryable = category in RETRYABLE_CATEGORIES if retryable is None else retryable
+        self.retry_after = retry_after
+        self.provider_message = redact(provider_message) if provider_message else None
+        self.error_type = error_type
+        super().__init__(self.message)
+
+    @property
+    def retry_after_s(self) -> Optional[float]:
+        return self.retry_after
+
+    def __str__(self) -> str:
+        if self.provider_message and self.provider_message not in self.message:
+            return f"{self.message}: {self.provider_message}"
+        return self.message
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError({self.provider}, {self.category.value}, "
+            f"status={self.status_code}, retryable={self.retryable})"
+        )
+
+    def __reduce__(self):
+        # Keeps the error picklable for Celery's result machinery and
+        # multiprocessing, with keyword-only fields preserved.
+        return (_rebuild_provider_error, (self.to_dict(),))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for job records and stream events."""
+        return {
+            "message": self.message,
+            "category": self.category.value,
+            "status_code": self.status_code,
+            "provider": self.provider,
+            "retryable": self.retryable,
+            "retry_after_s": self.retry_after,
+            "provider_message": self.provider_message,
+            "error_type": self.error_type,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProviderError":
+        return cls(
+            data.get("message", "provider error"),
+            category=ErrorCategory(data.get("category", "unknown")),
+            status_code=data.get("status_code"),
+            provider=data.get("provider"),
+            retryable=data.get("retryable"),
+            retry_after=data.get("retry_after_s"),
+            provider_message=data.get("provider_message"),
+            error_type=data.get("error_type"),
+        )
+
+
+def _rebuild_provider_error(data: Mapping[str, Any]) -> ProviderError:
+    return ProviderError.from_dict(data)
+
+
+# --- response inspection ---------------------------------------------------
+
+
+def _header(headers: Any, name: str) -> Optional[str]:
+    """Case-insensitive header lookup that tolerates plain dicts and mocks."""
+    if headers is None:
+        return None
+    try:
+        value = headers.get(name)
+    except Exception:
+        value = None
+    if value is None and isinstance(headers, Mapping):
+        lowered = name.lower()
+        for key, candidate in headers.items():
+            if isinstance(key, str) and key.lower() == lowered:
+                value = candidate
+                break
+    return value.strip() if isinstance(value, str) else None
+
+
+def _parse_duration_s(value: str) -> Optional[float]:
+    """OpenAI's reset headers: '1s', '6m0s', '20ms', '1h2m3.5s'."""
+    total, matched = 0.0, False
+    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value):
+        matched = True
+        total += float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total if matched else None
+
+
+def _seconds_until(value: str, now: float) -> Optional[float]:
+    """An HTTP-date or RFC 3339 timestamp, as seconds from `now`."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp() - now
+
+
+def parse_retry_after(
+    headers: Any, *, now: Optional[float] = None, cap_s: float = MAX_RETRY_AFTER_S
+) -> Optional[float]:
+    """How long the provider asked us to wait, in seconds, or None if it did not say.
+
+    Order as in openai-python: `retry-after-ms`, then `Retry-After` as seconds,
+    then as an HTTP-date; then the vendors' rate-limit reset headers. Never
+    negative, never above `cap_s`.
+    """
+    now = time.time() if now is None else now
+    delay: Optional[float] = None
+    ms = _header(headers, "retry-after-ms")
+    if ms:
+        try:
+            delay = float(ms) / 1000.0
+        except ValueError:
+            delay = None
+    if delay is None:
+        value = _header(headers, "retry-after")
+        if value:
+            try:
+                delay = float(value)
+            except ValueError:
+                delay = _seconds_until(value, now)
+    if delay is None:
+        delay = _reset_header_delay(headers, now)
+    if delay is None:
+        return None
+    return min(max(delay, 0.0), cap_s)
+
+
+def _reset_header_delay(headers: Any, now: float) -> Optional[float]:
+    candidates: list[float] = []
+    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+        value = _header(headers, name)
+        if value:
+            parsed = _parse_duration_s(value)
+            if parsed is not None:
+                candidates.append(parsed)
+    for name in (
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-reset",
+    ):
+        value = _header(headers, name)
+        if value:
+            parsed = _seconds_until(value, now)
+            if parsed is not None:
+                candidates.append(parsed)
+    openrouter_reset = _header(headers, "x-ratelimit-reset")
+    if openrouter_reset:
+        try:
+            stamp = float(openrouter_reset)
+            # OpenRouter sends epoch milliseconds; tolerate epoch seconds.
+            candidates.append((stamp / 1000.0 if stamp > 1e11 else stamp) - now)
+        except ValueError:
+            pass
+    # The shortest reset is the earliest moment a request may succeed.
+    positive = [c for c in candidates if c > 0]
+    return min(positive) if positive else (0.0 if candidates else None)
+
+
+def _body(response: Any) -> tuple[Optional[dict], Optional[str]]:
+    """The response body as (JSON object or None, text or None)."""
+    text = None
+    try:
+        raw = response.text
+        text = raw if isinstance(raw, str) else None
+    except Exception:
+        text = None
+    data = None
+    if text:
+        try:
+            parsed = json.loads(text)
+            data = parsed if isinstance(parsed, dict) else None
+        except ValueError:
+            data = None
+    return data, text
+
+
+def error_details(payload: Any) -> tuple[Optional[str], Optional[str]]:
+    """(provider message, vendor error type/code) from any vendor's error JSON.
+
+    OpenAI/OpenRouter/llama-server: {"error": {"message", "type", "code"}};
+    Anthropic: {"type": "error", "error": {"type", "message"}};
+    Ollama: {"error": "text"}.
+    """
+    if not isinstance(payload, Mapping):
+        return None, None
+    err = payload.get("error", payload)
+    if isinstance(err, str):
+        return err, None
+    if not isinstance(err, Mapping):
+        return None, None
+    message = err.get("message")
+    code = err.get("code")
+    etype = err.get("type")
+    kind = None
+    for candidate in (code, etype):
+        if isinstance(candidate, str) and candidate:
+            kind = candidate
+            break
+    metadata = err.get("metadata")
+    if isinstance(metadata, Mapping) and metadata.get("reasons") and kind is None:
+        kind = "moderation"
+    return (str(message) if message is not None else None), kind
+
+
+_CONTEXT_RE = re.compile(
+    r"context[_ ]length|context window|maximum context|prompt is too long|"
+    r"too many tokens|exceeds? (the )?(available )?context|exceed_context_size|n_ctx",
+    re.I,
+)
+_FILTER_RE = re.compile(r"content[_ ]filter|content[_ ]policy|moderation|flagged|safety", re.I)
+_QUOTA_RE = re.compile(
+    r"insufficient[_ ]quota|credit balance|insufficient credits|billing|exceeded your current quota|quota",
+    re.I,
+)
+_OVERLOAD_RE = re.compile(r"overloaded", re.I)
+
+# Anthropic's error types, mapped to the status they stand for, so an in-band
+# `event: error` classifies exactly like the HTTP error it replaces.
+_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "billing_error": 402,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def categorize(
+    status: Optional[int], kind: Optional[str], message: Optional[str]
+) -> ErrorCategory:
+    """The category for an error given its status, vendor type/code and text."""
+    text = " ".join(filter(None, [kind or "", message or ""]))
+    if status is None and kind in _TYPE_STATUS:
+        status = _TYPE_STATUS[kind]
+    if kind in ("context_length_exceeded", "exceed_context_size_error") or (
+        status in (400, 413, 422, None) and _CONTEXT_RE.search(text)
+    ):
+        return ErrorCategory.CONTEXT_LENGTH
+    if kind in ("content_filter", "content_policy_violation", "moderation") or (
+        status in (400, 403, None) and _FILTER_RE.search(text)
+    ):
+        return ErrorCategory.CONTENT_FILTER
+    if status == 402 or kind in ("insufficient_quota", "billing_error") or (
+        status in (400, 403, 429, None) and _QUOTA_RE.search(text)
+    ):
+        return ErrorCategory.QUOTA_EXHAUSTED
+    if status == 529 or kind == "overloaded_error" or (
+        status in (503, None) and _OVERLOAD_RE.search(text)
+    ):
+        return ErrorCategory.OVERLOADED
+    if status in (401, 403):
+        return ErrorCategory.AUTH_ERROR
+    if status == 429:
+        return ErrorCategory.RATE_LIMIT
+    if status == 404:
+        return ErrorCategory.NOT_FOUND
+    if status in (400, 413, 422):
+        return ErrorCategory.INVALID_REQUEST
+    if status == 408:
+        return ErrorCategory.NETWORK_ERROR
+    if status is not None and (status == 409 or 500 <= status < 600):
+        return ErrorCategory.SERVER_ERROR
+    return ErrorCategory.UNKNOWN
+
+
+_SUMMARY = {
+    ErrorCategory.AUTH_ERROR: "authentication failed",
+    ErrorCategory.RATE_LIMIT: "rate limit exceeded",
+    ErrorCategory.NOT_FOUND: "resource not found",
+    ErrorCategory.INVALID_REQUEST: "invalid request",
+    ErrorCategory.SERVER_ERROR: "server error",
+    ErrorCategory.NETWORK_ERROR: "network error",
+    ErrorCategory.CONTEXT_LENGTH: "context length exceeded",
+    ErrorCategory.CONTENT_FILTER: "content filtered",
+    ErrorCategory.QUOTA_EXHAUSTED: "quota or billing exhausted",
+    ErrorCategory.OVERLOADED: "overloaded",
+    ErrorCategory.MALFORMED_RESPONSE: "malformed response",
+    ErrorCategory.UNKNOWN: "error",
+}
+
+
+def error_from_payload(
+    payload: Any,
+    provider: str,
+    *,
+    status_code: Optional[int] = None,
+    headers: Any = None,
+) -> ProviderError:
+    """Classify an error object: an HTTP error body or an error inside a stream."""
+    provider_message, kind = error_details(payload)
+    category = categorize(status_code, kind, provider_message)
+    retry_after = parse_retry_after(headers) if category in RETRYABLE_CATEGORIES else None
+    where = f" ({status_code})" if status_code is not None else ""
+    return ProviderError(
+        f"{provider} {_SUMMARY[category]}{where}",
+        category=category,
+        status_code=status_code,
+        provider=provider,
+        retry_after=retry_after,
+        provider_message=provider_message,
+        error_type=kind,
+    )
+
+
+class ErrorClassifier:
+    """Classifies errors consistently (the seed guide's entry points)."""
+
+    @staticmethod
+    def classify_http_error(response: requests.Response, provider: str = "unknown") -> ProviderError:
+        """Classify a non-2xx HTTP response by status, vendor error type and body."""
+        status = response.status_code if isinstance(response.status_code, int) else None
+        data, text = _body(response)
+        if data is not None:
+            return error_from_payload(data, provider, status_code=status, headers=response.headers)
+        error = error_from_payload(None, provider, status_code=status, headers=response.headers)
+        if text:
+            error.provider_message = redact(text.strip()[:500])
+        return error
+
+    @staticmethod
+    def classify_request_error(
+        error: requests.RequestException, provider: str = "unknown"
+    ) -> ProviderError:
+        """Classify a `requests` exception: timeouts, resets, cut-short streams."""
+        response = getattr(error, "response", None)
+        if response is not None:
+            return ErrorClassifier.classify_http_error(response, provider)
+        if isinstance(error, requests.Timeout):
+            what = "request timeout"
+        elif isinstance(error, requests.ConnectionError):
+            what = "connection error"
+        elif isinstance(
+            error, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+        ):
+            what = "connection dropped mid-response"
+        else:
+            return ProviderError(
+                f"{provider} request failed: {type(error).__name__}",
+                category=ErrorCategory.UNKNOWN,
+                provider=provider,
+                retryable=False,
+                provider_message=str(error) or None,
+            )
+        return ProviderError(
+            f"{provider} {what}",
+            category=ErrorCategory.NETWORK_ERROR,
+            provider=provider,
+            retryable=True,
+            provider_message=str(error) or None,
+        )
+
+
+def malformed(provider: str, what: str) -> ProviderError:
+    """A response we cannot parse. Not retryable: the same bytes would come back."""
+    return ProviderError(
+        f"{provider} malformed response: {what}",
+        category=ErrorCategory.MALFORMED_RESPONSE,
+        provider=provider,
+        retryable=False,
+    )
+
+
+def truncated(provider: str, what: str = "stream ended before its terminator") -> ProviderError:
+    """A stream that stopped early: the connection, not the request, failed."""
+    return ProviderError(
+        f"{provider} {what}",
+        category=ErrorCategory.NETWORK_ERROR,
+        provider=provider,
+        retryable=True,
+    )
