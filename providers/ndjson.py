@@ -85,7 +85,9 @@ class NDJSONDecoder:
 
     def _check_usable(self) -> None:
         if self._error is not None:
-            raise self._error
+            # A fresh error, so the first one's ``preceding`` is left intact.
+            first = self._error
+            raise NDJSONLineError(first.line_number, first.line, first.reason) from first
         if self._closed:
             raise RuntimeError("NDJSONDecoder used after flush()")
 

@@ -53,6 +53,7 @@ class SSEDecoder:
     def __init__(self, on_comment: Callable[[str], None] | None = None) -> None:
         # utf-8-sig strips exactly one leading BOM, even if split across chunks.
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+        self._decode = self._decoder.decode
         # The unterminated tail of the current line, kept as pieces and joined
         # once the line ends: appending to a str would be O(n^2) when a long
         # line arrives a byte at a time.
@@ -83,8 +84,15 @@ class SSEDecoder:
         """Decode one chunk; return the events it completed (often none)."""
         if self._closed:
             raise RuntimeError("SSEDecoder.feed() called after flush()")
-        text = self._decoder.decode(chunk)
-        return self._feed_text(text) if text else []
+        text = self._decode(chunk)
+        if not text:
+            return []
+        # Inline fast path for a mid-line chunk: with tiny chunks the per-call
+        # overhead dominates, so skip the extra method call.
+        if "\n" not in text and "\r" not in text and not self._skip_lf:
+            self._partial.append(text)
+            return []
+        return self._feed_text(text)
 
     def flush(self) -> list[SSEEvent]:
         """Signal end of stream.
@@ -113,7 +121,7 @@ class SSEDecoder:
             self._skip_lf = text[-1] == "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         elif "\n" not in text:
-            self._partial.append(text)  # fast path: mid-line chunk
+            self._partial.append(text)
             return []
         lines = text.split("\n")
         if self._partial:

@@ -1,0 +1,153 @@
+"""OpenAI chat completions, shared by OpenAI, OpenRouter and llama-server.
+
+Wire format (https://platform.openai.com/docs/api-reference/chat/create):
+`POST {base}/chat/completions` with `Authorization: Bearer <key>`. Streamed
+answers are SSE `data:` chunks ending with `data: [DONE]`; with
+`stream_options.include_usage` a last chunk before [DONE] carries `usage` and
+an empty `choices`. An error may still arrive inside a 200: as a body with a
+top-level `error` (OpenRouter, non-streamed) or as a chunk with a top-level
+`error` and `finish_reason: "error"` (OpenRouter, streamed) — both raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from .base import Message, ProviderResult, ProviderStream, Usage, build_messages, timed
+from .error_handling import malformed
+from .http_base import HTTPProvider
+from .params import openai_chat_params
+from .streaming_utils import OpenAIStreamParser, StreamParser, in_band_error, stream_result
+
+
+def _text_of(content: Any) -> Optional[str]:
+    """Message content as text: a string, or a list of {"type": "text"} parts."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return None
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class OpenAICompatProvider(HTTPProvider):
+    """A provider speaking OpenAI's chat-completions dialect."""
+
+    chat_path = "chat/completions"
+    #: The body field `max_tokens` is sent as (OpenAI wants max_completion_tokens).
+    max_tokens_field = "max_tokens"
+    supports_top_k = True
+    #: Ask for the final usage chunk when streaming.
+    include_usage = True
+
+    def headers(self) -> Dict[str, str]:
+        headers = super().headers()
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    # --- request -------------------------------------------------------------
+
+    def build_payload(
+        self,
+        model: str,
+        prompt: Optional[str],
+        system_prompt: Optional[str],
+        parameters: Optional[Dict[str, Any]],
+        messages: Optional[List[Message]],
+        *,
+        stream: bool,
+    ) -> Dict[str, Any]:
+        payload: Dict[str, Any] = {
+            "model": model,
+            "messages": build_messages(prompt, system_prompt, messages),
+        }
+        payload.update(
+            openai_chat_params(
+                parameters,
+                self.name,
+                max_tokens_field=self.max_tokens_field,
+                supports_top_k=self.supports_top_k,
+            )
+        )
+        payload["stream"] = stream
+        if stream and self.include_usage:
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    # --- response ------------------------------------------------------------
+
+    def parse_completion(self, data: Dict[str, Any], requested_model: str, latency_s: float) -> ProviderResult:
+        if data.get("error") is not None:
+            raise in_band_error(data, self.name)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise malformed(self.name, "no choices in the completion")
+        choice = choices[0]
+        if choice.get("finish_reason") == "error":
+            # OpenRouter: a 200 whose choice carries the upstream's error.
+            raise in_band_error(
+                choice if choice.get("error") else {"error": "generation ended with finish_reason 'error'"},
+                self.name,
+            )
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise malformed(self.name, "the choice has no message")
+        text = _text_of(message.get("content"))
+        if text is None and message.get("content") is not None:
+            raise malformed(self.name, "message content is neither text nor text parts")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        model = data.get("model")
+        return ProviderResult(
+            text=text or "",
+            provider=self.name,
+            model=model if isinstance(model, str) and model else requested_model,
+            usage=Usage(_int_or_none(usage.get("prompt_tokens")), _int_or_none(usage.get("completion_tokens"))),
+            finish_reason=choice.get("finish_reason"),
+            latency_s=latency_s,
+        )
+
+    def stream_parser(self) -> StreamParser:
+        return OpenAIStreamParser(self.name)
+
+    # --- the LLMProvider interface -----------------------------------------
+
+    def complete(
+        self,
+        model: str,
+        prompt: Optional[str] = None,
+        system_prompt: Optional[str] = None,
+        parameters: Optional[Dict[str, Any]] = None,
+        *,
+        messages: Optional[List[Message]] = None,
+    ) -> ProviderResult:
+        self.require_key()
+        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
+        elapsed_s = timed()
+        response = self.post(self.chat_path, payload)
+        return self.parse_completion(self.json_body(response), model, elapsed_s())
+
+    def stream(
+        self,
+        model: str,
+        prompt: Optional[str] = None,
+        system_prompt: Optional[str] = None,
+        parameters: Optional[Dict[str, Any]] = None,
+        *,
+        messages: Optional[List[Message]] = None,
+    ) -> ProviderStream:
+        # Caller mistakes (no key, bad parameters) raise here, at the call;
+        # the request itself is sent when iteration starts.
+        self.require_key()
+        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=True)
+        return ProviderStream(self._stream(payload, model))
+
+    def _stream(self, payload: Dict[str, Any], model: str):
+        elapsed_s = timed()
+        response = self.post(self.chat_path, payload, stream=True)
+        return (yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s))

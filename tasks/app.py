@@ -1,0 +1,74 @@
+"""The Celery app, built from `Settings` at an entry point, never on import.
+
+Everything that matters for durability is set here, with the reason:
+JSON only (a pickled message is refused), late acks so a crash redelivers,
+prefetch of one per slot because LLM calls are long, a visibility timeout
+above the longest retry countdown, and broker connection limits sized to the
+pool (kombu's Redis transport defaults to 10, which stalls a big pool).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from .keys import Keys
+from .observer import Observer
+from .run import register_tasks
+from .settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    *,
+    observer_factory: Optional[Callable[[], Observer]] = None,
+    main: str = "promptq",
+) -> Celery:
+    keys = Keys(settings.key_prefix)
+    max_connections = settings.effective_broker_max_connections
+    app = Celery(main, broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # Job records in Redis are the results (tasks.store): richer than
+        # Celery's backend, and one write per job instead of two.
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=max_connections,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "max_connections": max_connections,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+        },
+        task_default_queue=keys.queue("default"),
+        task_create_missing_queues=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    app.promptq_settings = settings
+    app.promptq_observer_factory = observer_factory
+    register_tasks(app)
+
+    @worker_ready.connect(weak=False)
+    def _start_runtime(sender: Any = None, **_: Any) -> None:
+        # Start heart-beating and reaping as soon as the worker is up, not on
+        # its first job: an idle worker must still recover a dead one's jobs.
+        if sender is not None and getattr(sender, "app", None) is app:
+            from .runtime import get_runtime
+
+            get_runtime(app)
+
+    return app

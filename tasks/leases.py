@@ -1,0 +1,90 @@
+"""Keeping running jobs alive, and giving back the jobs of workers that died.
+
+With a threads or gevent pool the worker process itself runs the jobs, so a
+SIGKILL leaves their unacknowledged messages for Redis's visibility timeout
+(an hour) to restore. Instead each worker process pushes the deadlines of
+its running jobs forward every `heartbeat_s`; any worker that finds a
+deadline more than `lease_ttl_s` old re-publishes that job under a fresh
+token (so the orphaned message, if Redis ever restores it, is dropped as
+stale). Lost retries are found the same way: a waiting retry's deadline is
+its due time plus `retry_grace_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Set
+
+from .keys import TASK_NAME
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """A daemon thread per worker process: heartbeat, then reap."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self._running: Set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="promptq-leases", daemon=True)
+
+    def start(self) -> "LeaseKeeper":
+        self.runtime.leases = self
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def add(self, job_id: str) -> None:
+        with self._lock:
+            self._running.add(job_id)
+
+    def discard(self, job_id: str) -> None:
+        with self._lock:
+            self._running.discard(job_id)
+
+    def running(self) -> list:
+        with self._lock:
+            return list(self._running)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                self.beat()
+                self.reap()
+            except Exception:  # the keeper must outlive a Redis blip
+                logger.warning("lease heartbeat failed; will try again", exc_info=True)
+
+    def beat(self) -> None:
+        store = self.runtime.store
+        store.refresh(self.running(), time.time() + self.settings.lease_ttl_s)
+        store.redis.hset(self.runtime.keys.workers, self.runtime.worker_name, time.time())
+
+    def reap(self) -> int:
+        """Re-publish every job whose worker stopped checking in. Returns how many."""
+        store = self.runtime.store
+        claimed = store.reap(limit=100, redeadline_s=self.settings.lease_ttl_s)
+        for job in claimed:
+            spec = job["spec"]
+            targets = spec.get("targets") or []
+            index = min(job["target_index"], max(0, len(targets) - 1))
+            provider = targets[index].split(":", 1)[0] if targets else "mock"
+            logger.warning(
+                "job %s: worker stopped checking in while %s; re-queued on %s",
+                job["id"], job["status"], provider,
+            )
+            self.runtime.app.send_task(
+                TASK_NAME,
+                args=(job["id"], spec),
+                kwargs={"target_index": index, "attempt": job["attempt"], "token": job["token"]},
+                queue=self.runtime.keys.queue(provider),
+                task_id=job["id"],
+            )
+            store.release(job["id"], job["token"])
+        return len(claimed)

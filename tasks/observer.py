@@ -1,0 +1,33 @@
+"""Hooks the run task calls at each step, for metrics and logs to attach to.
+
+The task layer only calls these; `workers.metrics` implements them with
+Prometheus. The default does nothing, so tasks work without a metrics stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+
+class Observer:
+    """No-op base: override what you need."""
+
+    def request_finished(
+        self,
+        provider: str,
+        *,
+        ok: bool,
+        latency_s: float,
+        category: Optional[str] = None,
+        usage: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        """A provider call ended (success, or an error of `category`)."""
+
+    def retried(self, provider: str, delay_s: float) -> None:
+        """A job will try `provider` again after `delay_s`."""
+
+    def failed_over(self, from_provider: str, to_provider: str) -> None:
+        """A job moved to the next target's queue."""
+
+    def job_finished(self, status: str) -> None:
+        """A job reached succeeded, failed or dead_lettered."""

@@ -1,0 +1,273 @@
+"""The one task: run a job on its current target, then retry, fail over or finish.
+
+    run_job(job_id, spec, target_index, attempt, token)
+      │ token stale / job finished ─────────────────────────▶ dropped (no provider call)
+      │ circuit open ───────────────────────────────┐
+      ▼                                             │
+    provider call ──▶ success ──▶ record result, `done` event
+      │ ProviderError                               │
+      ├─ retryable, attempts left ──▶ self.retry(countdown=retry_after, capped, jittered)
+      ├─ otherwise, a next target ◀─────────────────┘──▶ same job id, next provider's queue
+      └─ no target left ──▶ failed, every attempt recorded, dead-letter list
+
+Before any move the record gets a fresh token, then the message is sent: so
+exactly one message for a job is ever runnable (see tasks.store).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Optional
+
+from celery import Celery
+from celery.exceptions import Ignore
+
+from providers.backoff import retry_delay_s
+from providers.base import ProviderResult
+from providers.error_handling import ErrorCategory, ProviderError
+
+from .keys import TASK_NAME
+from .runtime import Runtime, get_runtime
+from .store import JobStatus, new_token
+
+logger = logging.getLogger(__name__)
+
+#: How often (in chunks) a streaming job checks whether it was cancelled.
+CANCEL_CHECK_EVERY = 32
+
+
+class JobFailed(Exception):
+    """Raised so Celery and Flower show the job's final failure as a failure."""
+
+
+class JobCancelled(Exception):
+    """A running job was cancelled between two chunks."""
+
+
+def register_tasks(app: Celery) -> Any:
+    """Define `run_job` on `app` (no module-level app, so nothing connects on import)."""
+
+    @app.task(
+        name=TASK_NAME,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        max_retries=None,
+    )
+    def run_job(self, job_id: str, spec: Dict[str, Any], target_index: int = 0, attempt: int = 1, token: str = ""):
+        return JobRun(get_runtime(self.app), self, job_id, spec, target_index, attempt, token).run()
+
+    return run_job
+
+
+class JobRun:
+    """One delivery of one job."""
+
+    def __init__(self, rt: Runtime, task: Any, job_id: str, spec: Dict[str, Any], target_index: int, attempt: int, token: str):
+        self.rt = rt
+        self.task = task
+        self.job_id = job_id
+        self.spec = spec
+        self.targets: List[str] = list(spec.get("targets") or [])
+        self.target_index = target_index
+        self.attempt = attempt
+        self.token = token
+        self.batch_id: Optional[str] = spec.get("batch_id")
+        self.stream = bool(spec.get("stream"))
+        self.streamed_any = False
+        provider, _, model = (self.targets[target_index] if target_index < len(self.targets) else ":").partition(":")
+        self.provider_name, self.model = provider, model
+
+    # --- the whole story ----------------------------------------------------
+
+    def run(self) -> Dict[str, Any]:
+        verdict = self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id)
+        if verdict != "run":
+            # Redelivered after success, superseded by a newer message, or
+            # cancelled: acknowledge and do nothing, above all no provider call.
+            logger.info("job %s: delivery dropped (%s)", self.job_id, verdict)
+            raise Ignore()
+        self.rt.leases.add(self.job_id)
+        started = time.monotonic()
+        try:
+            try:
+                result = self._call()
+            except JobCancelled:
+                return self._finish_cancelled()
+            except ProviderError as exc:
+                error = exc
+            except Exception as exc:  # a bug must fail the attempt, not the worker
+                logger.exception("job %s: unexpected error calling %s", self.job_id, self.provider_name)
+                error = ProviderError(
+                    f"{self.provider_name} call raised {type(exc).__name__}: {exc}",
+                    category=ErrorCategory.UNKNOWN,
+                    provider=self.provider_name,
+                    retryable=False,
+                )
+            else:
+                return self._succeed(result, time.monotonic() - started)
+            return self._handle_error(error, time.monotonic() - started)
+        finally:
+            self.rt.leases.discard(self.job_id)
+
+    # --- the call -------------------------------------------------------------
+
+    def _call(self) -> ProviderResult:
+        if not self.rt.health.allow_request(self.provider_name):
+            raise self.rt.health.circuit_open_error(self.provider_name)
+        provider = self.rt.provider(self.provider_name)
+        args = dict(
+            model=self.model,
+            prompt=self.spec.get("prompt"),
+            system_prompt=self.spec.get("system_prompt"),
+            parameters=self.spec.get("parameters") or None,
+            messages=self.spec.get("messages"),
+        )
+        if not self.stream:
+            return provider.complete(**args)
+        stream = provider.stream(**args)
+        try:
+            for n, text in enumerate(stream, 1):
+                if not text:
+                    continue
+                self._emit("chunk", store=True, text=text)
+                # Remembered so a failure after this point emits `reset`:
+                # the subscriber must discard this attempt's text.
+                self.streamed_any = True
+                if n % CANCEL_CHECK_EVERY == 0 and self.rt.store.cancel_requested(self.job_id):
+                    raise JobCancelled()
+        finally:
+            stream.close()
+        return stream.result
+
+    # --- outcomes ---------------------------------------------------------------
+
+    def _succeed(self, result: ProviderResult, elapsed_s: float) -> Dict[str, Any]:
+        self.rt.health.record_success(self.provider_name, result.latency_s or elapsed_s)
+        usage = result.usage.to_dict()
+        self.rt.observer.request_finished(self.provider_name, ok=True, latency_s=elapsed_s, usage=usage)
+        payload = result.to_dict()
+        payload["target"] = f"{self.provider_name}:{self.model}"
+        attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
+        pipe = self.rt.redis.pipeline(transaction=False)
+        self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
+        self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id, usage=usage, pipe=pipe)
+        self._emit(
+            "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
+            model=result.model, finish_reason=result.finish_reason,
+        )
+        pipe.execute()
+        self.rt.observer.job_finished("succeeded")
+        return {"outcome": "succeeded", "provider": result.provider, "model": result.model}
+
+    def _handle_error(self, error: ProviderError, elapsed_s: float) -> Dict[str, Any]:
+        circuit_open = error.error_type == "circuit_open"
+        if not circuit_open:
+            self.rt.health.record_failure(self.provider_name, error)
+            self.rt.observer.request_finished(
+                self.provider_name, ok=False, latency_s=elapsed_s, category=error.category.value
+            )
+        self.rt.store.add_attempt(self.job_id, self._attempt_record(elapsed_s, outcome="error", error=error.to_dict()))
+        if self.streamed_any:
+            self._emit("reset", store=True, reason=str(error))
+        logger.warning("job %s: %s attempt %d failed: %s", self.job_id, self.targets[self.target_index], self.attempt, error)
+
+        has_next = self.target_index + 1 < len(self.targets)
+        limit = self.spec.get("max_retries")
+        limit = self.rt.settings.max_retries if limit is None else limit
+        # An open circuit on the last target is worth waiting out; elsewhere
+        # the next target answers sooner.
+        wants_retry = (error.retryable and self.attempt <= limit) or (circuit_open and not has_next and self.attempt <= limit)
+        if wants_retry:
+            return self._retry(error)
+        if has_next:
+            return self._failover(error)
+        return self._fail(error)
+
+    def _retry(self, error: ProviderError) -> Dict[str, Any]:
+        delay_s = retry_delay_s(error, self.attempt, cap_s=self.rt.settings.retry_cap_s)
+        token = new_token()
+        moved = self.rt.store.move(
+            self.job_id, self.token, token, status=JobStatus.RETRYING, target_index=self.target_index,
+            attempt=self.attempt + 1, deadline=time.time() + delay_s + self.rt.settings.retry_grace_s,
+            batch_id=self.batch_id, counter="retried",
+        )
+        if not moved:
+            raise Ignore()  # another delivery owns the job now
+        self._emit("retry", store=self.stream, error=error.to_dict(), delay_s=round(delay_s, 3))
+        self.rt.observer.retried(self.provider_name, delay_s)
+        raise self.task.retry(
+            args=(self.job_id, self.spec),
+            kwargs={"target_index": self.target_index, "attempt": self.attempt + 1, "token": token},
+            countdown=delay_s,
+            max_retries=None,
+        )
+
+    def _failover(self, error: ProviderError) -> Dict[str, Any]:
+        next_index = self.target_index + 1
+        next_target = self.targets[next_index]
+        next_provider = next_target.split(":", 1)[0]
+        token = new_token()
+        moved = self.rt.store.move(
+            self.job_id, self.token, token, status=JobStatus.QUEUED, target_index=next_index, attempt=1,
+            # Stays in inflight until the message is sent, so a crash here is recovered.
+            deadline=time.time() + self.rt.settings.lease_ttl_s, batch_id=self.batch_id, counter="failed_over",
+        )
+        if not moved:
+            raise Ignore()
+        self._emit("failover", store=self.stream, error=error.to_dict(), to=next_target)
+        self.rt.app.send_task(
+            TASK_NAME,
+            args=(self.job_id, self.spec),
+            kwargs={"target_index": next_index, "attempt": 1, "token": token},
+            queue=self.rt.keys.queue(next_provider),
+            task_id=self.job_id,
+        )
+        self.rt.store.release(self.job_id, token)
+        self.rt.observer.failed_over(self.provider_name, next_provider)
+        return {"outcome": "failover", "from": self.targets[self.target_index], "to": next_target}
+
+    def _fail(self, error: ProviderError) -> Dict[str, Any]:
+        summary = {
+            "message": f"all {len(self.targets)} target(s) failed; last: {error}",
+            "category": error.category.value,
+            "last_error": error.to_dict(),
+        }
+        pipe = self.rt.redis.pipeline(transaction=False)
+        self.rt.store.finish(self.job_id, status=JobStatus.FAILED, payload=summary, batch_id=self.batch_id, token=self.token, pipe=pipe)
+        pipe.lpush(self.rt.keys.dead_letter, self.job_id)
+        self._emit("error", store=self.stream, pipe=pipe, error=summary)
+        finished, *_ = pipe.execute()
+        if not finished:
+            raise Ignore()
+        self.rt.observer.job_finished("dead_lettered")
+        raise JobFailed(summary["message"])
+
+    def _finish_cancelled(self) -> Dict[str, Any]:
+        pipe = self.rt.redis.pipeline(transaction=False)
+        self.rt.store.finish(self.job_id, status=JobStatus.CANCELLED, payload={"message": "cancelled while running"},
+                             batch_id=self.batch_id, token=self.token, pipe=pipe)
+        self._emit("cancelled", store=True, pipe=pipe)
+        pipe.execute()
+        return {"outcome": "cancelled"}
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _emit(self, event_type: str, *, store: bool, pipe: Any = None, **fields: Any) -> None:
+        body = {"provider": self.provider_name, "target_index": self.target_index, **fields}
+        self.rt.events.publish(self.job_id, event_type, attempt=self.attempt, store=store, pipe=pipe, **body)
+
+    def _attempt_record(self, elapsed_s: float, *, outcome: str, error: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return {
+            "target": self.targets[self.target_index] if self.target_index < len(self.targets) else None,
+            "provider": self.provider_name,
+            "model": self.model,
+            "attempt": self.attempt,
+            "worker": self.rt.worker_name,
+            "outcome": outcome,
+            "elapsed_s": round(elapsed_s, 4),
+            "finished_at": time.time(),
+            "error": error,
+        }

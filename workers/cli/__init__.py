@@ -1,0 +1,1 @@
+"""The `promptq` command line: one module per group of commands."""

@@ -1,0 +1,3 @@
+"""Batch commands (submit, status, wait, results, cancel)."""
+
+COMMANDS: list = []

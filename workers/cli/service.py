@@ -1,0 +1,115 @@
+"""Commands that run or inspect the service: worker, flower, health, ping."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+import click
+
+from .context import EXIT_UNAVAILABLE, State, fail, pass_state, redis_errors
+
+CELERY_APP = "workers.celery_app"
+
+
+def _exec_celery(state: State, args: list) -> None:
+    # Celery patches gevent/eventlet only when the pool is named on its own
+    # command line, so every worker starts through Celery's CLI, in this
+    # process (exec), with settings passed by environment.
+    if state.redis_url:
+        os.environ["PROMPTQ_REDIS_URL"] = state.redis_url
+    if state.config:
+        os.environ["PROMPTQ_CONFIG"] = state.config
+    argv = [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+@click.command()
+@click.option("--providers", "providers_csv", envvar="PROMPTQ_PROVIDERS", default=None,
+              help="Providers whose queues to consume, e.g. openai,claude (default: PROMPTQ_PROVIDERS or mock).")
+@click.option("--pool", type=click.Choice(["threads", "gevent", "prefork", "solo"]), default=None,
+              help="Execution pool (default: threads; LLM calls wait on I/O).")
+@click.option("--concurrency", "-c", type=int, default=None, help="Jobs run at once (default 32).")
+@click.option("--name", default="promptq", help="Worker group name; the node is NAME@host.")
+@click.option("--loglevel", "-l", default="INFO", help="Celery log level.")
+@click.option("--dry-run", is_flag=True, help="Print the celery command instead of running it.")
+@pass_state
+def worker(state: State, providers_csv: Optional[str], pool: Optional[str], concurrency: Optional[int],
+           name: str, loglevel: str, dry_run: bool) -> None:
+    """Run a worker consuming the given providers' queues."""
+    from tasks.job import KNOWN_PROVIDERS
+    from tasks.keys import Keys
+
+    settings = state.settings
+    names = [p.strip() for p in (providers_csv or settings.providers).split(",") if p.strip()]
+    unknown = [p for p in names if p not in KNOWN_PROVIDERS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown provider(s) {unknown or names}; known: {', '.join(KNOWN_PROVIDERS)}",
+                                 param_hint="--providers")
+    pool = pool or settings.pool
+    concurrency = concurrency or settings.concurrency
+    keys = Keys(settings.key_prefix)
+    args = ["worker", "-Q", ",".join(keys.queue(p) for p in names), "-P", pool, "-c", str(concurrency),
+            "-E", "-n", f"{name}@%h", "--loglevel", loglevel, "--without-mingle", "--without-gossip"]
+    if dry_run:
+        click.echo(" ".join(["celery", "-A", CELERY_APP, *args]))
+        return
+    _exec_celery(state, args)
+
+
+@click.command()
+@click.option("--port", type=int, default=5555, help="Port for Flower's web UI.")
+@click.option("--address", default="127.0.0.1", help="Address to bind (0.0.0.0 in a container).")
+@pass_state
+def flower(state: State, port: int, address: str) -> None:
+    """Run Flower against promptq's app (basic auth from FLOWER_BASIC_AUTH)."""
+    args = ["flower", f"--port={port}", f"--address={address}"]
+    if os.environ.get("FLOWER_BASIC_AUTH"):
+        args.append(f"--basic-auth={os.environ['FLOWER_BASIC_AUTH']}")
+    _exec_celery(state, args)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+@redis_errors
+def health(state: State, as_json: bool) -> None:
+    """Show each provider's health and circuit as all workers see it."""
+    from providers.health_redis import RedisHealthStore
+    from tasks.keys import Keys
+
+    client = state.client
+    store = RedisHealthStore(client.redis, Keys(state.settings.key_prefix).health_prefix)
+    snapshots = {name: snap.to_dict() for name, snap in sorted(store.all_snapshots().items())}
+    if as_json:
+        click.echo(json.dumps(snapshots, indent=2))
+        return
+    if not snapshots:
+        click.echo("no provider has been called yet")
+        return
+    click.echo(f"{'provider':<12} {'state':<10} {'circuit':<10} {'ok':>7} {'errors':>7}  last error")
+    now = time.time()
+    for name, snap in snapshots.items():
+        last = snap.get("last_error") or {}
+        last_text = f"{last.get('category')}: {last.get('message')} ({now - last.get('at', now):.0f}s ago)" if last else "-"
+        click.echo(f"{name:<12} {snap['state']:<10} {snap['circuit']:<10} {snap['successes']:>7} {snap['failures']:>7}  {last_text}")
+
+
+@click.command()
+@pass_state
+def ping(state: State) -> None:
+    """Exit 0 if Redis answers (for health checks)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(state.settings.redis_url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        fail(f"Redis did not answer: {exc}", EXIT_UNAVAILABLE)
+    click.echo("ok")
+
+
+COMMANDS = [worker, flower, health, ping]

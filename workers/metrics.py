@@ -1,0 +1,112 @@
+"""Prometheus metrics of a worker: what its providers did, and how the queues stand.
+
+Counters and the latency histogram are fed by the run task through the
+`Observer` hooks; circuit state and queue depth are read from Redis when
+Prometheus scrapes, so they are right even for providers this worker never
+called. Served on `PROMPTQ_METRICS_PORT` (0 = off).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from tasks.job import KNOWN_PROVIDERS
+from tasks.keys import Keys
+from tasks.observer import Observer
+from tasks.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class PrometheusObserver(Observer):
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter("promptq_provider_requests", "Provider calls", ["provider", "outcome"], registry=registry)
+        self.errors = Counter("promptq_provider_errors", "Provider errors by category", ["provider", "category"], registry=registry)
+        self.latency = Histogram(
+            "promptq_provider_latency_seconds", "Provider call latency", ["provider"], registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+        )
+        self.tokens = Counter("promptq_tokens", "Tokens used", ["provider", "direction"], registry=registry)
+        self.retries = Counter("promptq_retries", "Retries scheduled", ["provider"], registry=registry)
+        self.failovers = Counter("promptq_failovers", "Jobs moved to the next target", ["from_provider", "to_provider"], registry=registry)
+        self.jobs = Counter("promptq_jobs", "Jobs finished", ["status"], registry=registry)
+
+    def request_finished(self, provider, *, ok, latency_s, category=None, usage=None):
+        self.requests.labels(provider, "success" if ok else "error").inc()
+        self.latency.labels(provider).observe(latency_s)
+        if category:
+            self.errors.labels(provider, category).inc()
+        for direction in ("input", "output"):
+            count = (usage or {}).get(f"{direction}_tokens")
+            if count:
+                self.tokens.labels(provider, direction).inc(count)
+
+    def retried(self, provider, delay_s):
+        self.retries.labels(provider).inc()
+
+    def failed_over(self, from_provider, to_provider):
+        self.failovers.labels(from_provider, to_provider).inc()
+
+    def job_finished(self, status):
+        self.jobs.labels(status).inc()
+
+
+class RedisStateCollector:
+    """Circuit state and queue depth, read at scrape time."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._redis: Any = None
+        self._health: Any = None
+
+    def _connect(self) -> None:
+        if self._redis is None:
+            import redis
+
+            from providers.health_redis import RedisHealthStore
+
+            self._redis = redis.Redis.from_url(self.settings.redis_url)
+            self._health = RedisHealthStore(self._redis, self.keys.health_prefix)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        circuit = GaugeMetricFamily("promptq_circuit_state", "0 closed, 1 half-open, 2 open", labels=["provider"])
+        depth = GaugeMetricFamily("promptq_queue_depth", "Messages waiting per queue", labels=["queue"])
+        try:
+            self._connect()
+            for name, snap in self._health.all_snapshots().items():
+                circuit.add_metric([name], CIRCUIT_VALUES.get(getattr(snap.circuit, "value", str(snap.circuit)), 0))
+            pipe = self._redis.pipeline(transaction=False)
+            queues = [self.keys.queue(p) for p in KNOWN_PROVIDERS]
+            for queue in queues:
+                pipe.llen(queue)
+            for queue, length in zip(queues, pipe.execute()):
+                depth.add_metric([queue], length)
+        except Exception:  # a scrape must not crash on a Redis blip
+            logger.warning("metrics: could not read Redis state", exc_info=True)
+        yield circuit
+        yield depth
+
+
+def metrics_observer_factory(settings: Settings) -> Optional[Callable[[], Observer]]:
+    """A factory the runtime calls once per worker process, or None when off."""
+    if not settings.metrics_port:
+        return None
+
+    def factory() -> Observer:
+        registry = CollectorRegistry()
+        observer = PrometheusObserver(registry)
+        registry.register(RedisStateCollector(settings))
+        try:
+            start_http_server(settings.metrics_port, registry=registry)
+        except OSError as exc:  # a second process on one host (prefork)
+            logger.warning("metrics port %s busy (%s); this process serves none", settings.metrics_port, exc)
+        return observer
+
+    return factory
