@@ -179,11 +179,12 @@ class LlamaCLI:
                     parts.append(tail)
                     yield tail
                 stopped = text_filter.stopped_on is not None
-                if stopped and proc.poll() is None:
-                    proc.kill()  # a user stop string: the rest is not wanted
+                killed = stopped and proc.poll() is None
+                if killed:
+                    proc.kill()  # past a stop string: the rest is not wanted
                 returncode = self._wait(proc, deadline)
                 stderr_text = _read_all(stderr_file)
-                if returncode != 0 and not (stopped and text_filter.stopped_on in stops):
+                if returncode != 0 and not killed:
                     raise self._exit_error(returncode, stderr_text)
             finally:
                 if proc.poll() is None:

@@ -80,6 +80,12 @@ def test_success_resets_the_run_and_health_recovers_after_the_window(store, cloc
     assert store.snapshot("p").state is ProviderHealth.HEALTHY
 
 
+def test_a_failing_last_call_stays_degraded_past_the_window(store, clock):
+    store.record_failure("p", err(ErrorCategory.SERVER_ERROR))
+    clock.advance(POLICY.degraded_window_s * 10)
+    assert store.snapshot("p").state is ProviderHealth.DEGRADED
+
+
 def test_threshold_opens_the_circuit(store, clock):
     trip(store, n=POLICY.failure_threshold - 1)
     assert store.snapshot("p").circuit is CircuitState.CLOSED

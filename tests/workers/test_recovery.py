@@ -1,0 +1,73 @@
+"""At-least-once: a worker killed with SIGKILL mid-job loses nothing, and a
+pickled message is refused without harming the worker."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kombu import Connection
+
+from tasks.client import Client
+from tasks.settings import Settings
+from tests.fakes.openai_server import FakeOpenAI
+from tests.worker_process import WorkerProcess, wait_for
+
+KEY = "sk-test-recovery-0123456789"
+
+
+@pytest.fixture
+def openai():
+    with FakeOpenAI(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def env(openai):
+    return {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai.base_url}
+
+
+@pytest.fixture
+def client(redis_server):
+    client = Client(Settings.load(environ={"PROMPTQ_REDIS_URL": redis_server.url}))
+    yield client
+    client.close()
+
+
+def test_sigkill_mid_job_completes_on_another_worker(redis_server, openai, env, client):
+    openai.push("slow:60")  # the first call hangs; the worker dies during it
+    first = WorkerProcess(redis_server.url, ["openai"], env=env, name="doomed").start()
+    try:
+        handle = client.submit(f"survive #{uuid.uuid4().hex[:6]}", to=["openai:gpt-4o-mini"])
+        wait_for(
+            lambda: (r := client.status(handle.id)) and r.status.value == "running" and r.worker == first.worker_name,
+            30, message="the job to be running on the first worker",
+        )
+        openai.wait_for_requests(1, timeout=10)
+        first.kill()
+    finally:
+        first.stop()
+    with WorkerProcess(redis_server.url, ["openai"], env=env, name="rescuer") as second:
+        record = client.result(handle.id, timeout=60)
+        assert record.status.value == "succeeded", record.to_dict()
+        assert record.worker == second.worker_name
+        assert len(openai.requests) == 2  # the hung call, then the rescued one
+        assert "re-queued on openai" in second.log()
+
+
+def test_pickled_message_is_refused_and_worker_keeps_going(redis_server, openai, env, client):
+    job_id = uuid.uuid4().hex
+    with WorkerProcess(redis_server.url, ["openai"], env=env, name="strict") as worker:
+        with Connection(redis_server.url) as conn:
+            producer = conn.Producer(serializer="pickle")
+            producer.publish(
+                [[job_id, {"targets": ["openai:gpt-4o-mini"], "prompt": "pickled"}], {}, {}],
+                routing_key="promptq.openai",
+                headers={"task": "promptq.run_job", "id": job_id, "lang": "py", "argsrepr": "", "kwargsrepr": ""},
+            )
+        wait_for(lambda: "application/x-python-serialize" in worker.log() or "ContentDisallowed" in worker.log(),
+                 20, message="the worker to refuse the pickled message")
+        # The worker survived and still runs JSON jobs.
+        handle = client.submit("after the pickle", to=["openai:gpt-4o-mini"])
+        assert client.result(handle.id, timeout=30).status.value == "succeeded"
+        assert not any("pickled" in str(r.body) for r in openai.requests)
