@@ -42,6 +42,7 @@ from .health import (
     HealthStore,
     InMemoryHealthStore,
     ProviderHealth,
+    error_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,25 @@ class AllProvidersFailed(RuntimeError):
         what = "all circuits open" if all_circuits_open else "all providers failed"
         detail = "; ".join(f"{name}: {exc}" for name, exc in errors) or "no providers configured"
         super().__init__(f"{what}: {detail}")
+
+    def __reduce__(self):
+        # The default would call __init__(message); rebuild from the attempts instead.
+        return (_rebuild_all_failed, (self.errors, self.all_circuits_open))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-safe: one record per attempt, for job records and logs."""
+        attempts = []
+        for name, exc in self.errors:
+            if isinstance(exc, ProviderError):
+                attempts.append({"name": name, **exc.to_dict()})
+            else:
+                attempts.append({"name": name, "message": error_message(exc), "category": "unknown"})
+        return {"message": str(self), "all_circuits_open": self.all_circuits_open,
+                "retry_after_s": self.retry_after, "attempts": attempts}
+
+
+def _rebuild_all_failed(errors: List[Tuple[str, BaseException]], all_circuits_open: bool) -> AllProvidersFailed:
+    return AllProvidersFailed(errors, all_circuits_open=all_circuits_open)
 
 
 @dataclass(frozen=True)

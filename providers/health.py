@@ -228,7 +228,7 @@ def derive_snapshot(
     recent = record.last_failure_at is not None and now - record.last_failure_at < policy.degraded_window_s
     if circuit is not CircuitState.CLOSED:
         state = ProviderHealth.UNHEALTHY
-    elif recent:
+    elif record.consecutive > 0 or recent:
         state = ProviderHealth.DEGRADED
     else:
         state = ProviderHealth.HEALTHY

@@ -86,14 +86,18 @@ class ProviderManager:
             self._fallback_chain = None  # the implicit chain grows with the providers
         return provider
 
-    def get_provider(self, name: str) -> LLMProvider:
+    def _added_name(self, name: str) -> str:
+        """The name `name` was added under, matching aliases ("anthropic" = "claude")."""
         if name in self.providers:
-            return self.providers[name]
+            return name
         canonical = resolve_name(name)
-        for added, provider in self.providers.items():
+        for added in self.providers:
             if resolve_name(added) == canonical:
-                return provider
+                return added
         raise KeyError(f"no provider {name!r} added; added: {', '.join(self.providers) or 'none'}")
+
+    def get_provider(self, name: str) -> LLMProvider:
+        return self.providers[self._added_name(name)]
 
     def remove_provider(self, name: str) -> None:
         provider = self.providers.pop(name)
@@ -109,9 +113,11 @@ class ProviderManager:
         entries: List[ChainEntry] = []
         for item in items:
             name, model = parse_chain_item(item)
-            if name not in self.providers and ":" in str(item) and str(item) in self.providers:
-                name, model = str(item), None  # a provider added under a name with a colon
-            entries.append(ChainEntry(name, self.get_provider(name), model))
+            if isinstance(item, str) and item in self.providers:
+                name, model = item, None  # added under a name with a colon in it
+            # Health is kept under the added name, so status and chain agree.
+            name = self._added_name(name)
+            entries.append(ChainEntry(name, self.providers[name], model))
         self._fallback_chain = FallbackChain(entries, health_store=self.health_store, **self._chain_options)
         return self._fallback_chain
 

@@ -193,6 +193,13 @@ def _counter(state_url: Optional[str]) -> Any:
 # --- the provider ----------------------------------------------------------------
 
 
+def _spec_list(value: Any) -> List[str]:
+    """`faults` as a list; a config file or env var may give "rate_limit,server"."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",")]
+    return [str(part).strip() if part is not None else "" for part in value or []]
+
+
 def _content_text(message: Message) -> str:
     content = message.get("content")
     if isinstance(content, list):  # multimodal parts: keep the text ones
@@ -219,7 +226,7 @@ class MockProvider(LLMProvider):
         self.fault = Fault(always, provider=self.instance_name) if always else None
         self.faults: List[Optional[Fault]] = [
             Fault(s, provider=self.instance_name) if s and s != "ok" else None
-            for s in self.config.get("faults") or []
+            for s in _spec_list(self.config.get("faults"))
         ]
         self._counter = _counter(self.config.get("state_url"))
         self._sleep = sleep

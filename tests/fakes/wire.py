@@ -136,8 +136,5 @@ class Wire:
 
     def cut(self) -> None:
         """Drop the TCP connection now, mid-body, without a terminator."""
-        self._h.close_connection = True
-        try:
-            self._h.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        if self.chunked:
+            self.end_stream()

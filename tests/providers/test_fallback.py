@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from unittest.mock import Mock
 
 import pytest
@@ -65,6 +67,10 @@ def test_all_failed_carries_every_attempt_in_order():
     assert caught.value.errors == [("a", SERVER), ("b", boom)]
     assert caught.value.all_circuits_open is False
     assert "a: down" in str(caught.value) and "b: bug" in str(caught.value)
+    record = json.loads(json.dumps(caught.value.to_dict()))
+    assert [(a["name"], a["category"]) for a in record["attempts"]] == [("a", "server"), ("b", "unknown")]
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert str(copy) == str(caught.value) and copy.errors[0][1].category is ErrorCategory.SERVER_ERROR
 
 
 def test_open_circuit_is_skipped_and_recorded_without_counting(clock):

@@ -24,7 +24,7 @@ SERVER = ProviderError("down", category=ErrorCategory.SERVER_ERROR, provider="op
 
 
 @pytest.fixture
-def worker(redis_server, redis_client, clock):
+def worker_store(redis_server, redis_client, clock):
     """A factory of stores, each with its own connection, as separate workers have."""
     clients = []
 
@@ -38,8 +38,8 @@ def worker(redis_server, redis_client, clock):
         client.close()
 
 
-def test_two_workers_share_one_circuit(worker, clock):
-    a, b = worker(), worker()
+def test_two_workers_share_one_circuit(worker_store, clock):
+    a, b = worker_store(), worker_store()
     a.record_failure("openai", SERVER)
     b.record_failure("openai", SERVER)
     assert a.snapshot("openai").consecutive_failures == 2
@@ -56,16 +56,16 @@ def test_two_workers_share_one_circuit(worker, clock):
     assert b.allow_request("openai") is True
 
 
-def test_state_outlives_the_store_object(worker):
-    worker().record_failure("claude", SERVER)
-    restarted = worker()
+def test_state_outlives_the_store_object(worker_store):
+    worker_store().record_failure("claude", SERVER)
+    restarted = worker_store()
     snap = restarted.snapshot("claude")
     assert snap.failures == 1 and snap.errors_by_category == {"server": 1}
     assert list(restarted.all_snapshots()) == ["claude"]
 
 
-def test_one_probe_among_many_workers(worker, clock):
-    stores = [worker() for _ in range(12)]
+def test_one_probe_among_many_workers(worker_store, clock):
+    stores = [worker_store() for _ in range(12)]
     for _ in range(POLICY.failure_threshold):
         stores[0].record_failure("ollama", SERVER)
     clock.advance(POLICY.cooldown_s)
@@ -84,8 +84,8 @@ def test_one_probe_among_many_workers(worker, clock):
     assert granted.count(True) == 1 and len(granted) == len(stores)
 
 
-def test_probe_claim_is_a_key_that_expires(worker, redis_client, clock):
-    store = worker(HealthPolicy(failure_threshold=1, cooldown_s=1.0, probe_timeout_s=0.2))
+def test_probe_claim_is_a_key_that_expires(worker_store, redis_client, clock):
+    store = worker_store(HealthPolicy(failure_threshold=1, cooldown_s=1.0, probe_timeout_s=0.2))
     store.record_failure("p", SERVER)
     clock.advance(1.0)
     assert store.allow_request("p") is True
@@ -109,8 +109,8 @@ def test_prefixes_isolate_deployments(redis_client, clock):
     assert redis_client.sismember("one:index", "p")
 
 
-def test_works_with_decoded_responses(worker):
-    store = worker(decode_responses=True)
+def test_works_with_decoded_responses(worker_store):
+    store = worker_store(decode_responses=True)
     store.record_failure("p", ProviderError("x", category=ErrorCategory.RATE_LIMIT))
     store.record_success("p", latency_s=0.25)
     snap = store.snapshot("p")

@@ -161,7 +161,8 @@ def test_implicit_chain_follows_added_providers_explicit_one_does_not():
 def test_chain_names_must_have_been_added():
     manager = ProviderManager()
     manager.add_provider("claude", MockProvider())
-    assert manager.setup_fallback_chain(["anthropic:m"]).entries[0].name == "anthropic"
+    entry = manager.setup_fallback_chain(["anthropic:m"]).entries[0]
+    assert (entry.name, entry.model) == ("claude", "m")  # health is kept under the added name
     with pytest.raises(KeyError, match="openai"):
         manager.setup_fallback_chain(["openai:gpt-4o"])
 

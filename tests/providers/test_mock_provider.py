@@ -171,6 +171,15 @@ def test_configured_faults():
     assert kinds == ["rate_limit", "server", "ok", "ok"]
     with pytest.raises(ProviderError):
         flaky.execute("m", "p2")  # counted per prompt
+    from_env = MockProvider({"faults": "server, ok ,auth"})  # a config file or env var's form
+    kinds = []
+    for _ in range(4):
+        try:
+            from_env.execute("m", "p3")
+            kinds.append("ok")
+        except ProviderError as exc:
+            kinds.append(exc.category.value)
+    assert kinds == ["server", "ok", "auth", "ok"]
 
 
 def test_bad_directives_and_parameters_are_invalid_requests():

@@ -1,0 +1,94 @@
+"""The `promptq` command line as a script would use it: real processes, stdout
+for data, stderr for diagnostics, exit codes that tell outcomes apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.worker_process import ROOT
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def promptq(redis_server, *args, timeout=60, stdin=None):
+    env = {**os.environ, "PROMPTQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli.main", *args], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=timeout, input=stdin,
+    )
+
+
+def test_submit_prints_only_the_id_and_result_prints_the_text(redis_server):
+    prompt = f"cli hello #{uuid.uuid4().hex[:6]}"
+    out = promptq(redis_server, "submit", "--to", "openai:gpt-4o-mini", "--to", "claude:claude-3-5-haiku-latest", prompt)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    assert len(out.stdout.splitlines()) == 1 and len(job_id) == 32
+    out = promptq(redis_server, "result", job_id, "--wait", "--timeout", "30")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"echo: {prompt}\n"
+    out = promptq(redis_server, "result", job_id, "--json")
+    record = json.loads(out.stdout)
+    assert record["status"] == "succeeded" and record["provider"] == "openai"
+    assert record["usage"]["total_tokens"] > 0 and len(record["attempts"]) == 1
+    assert promptq(redis_server, "status", job_id).stdout.strip() == "succeeded"
+
+
+def test_prompt_from_stdin_and_stream_prints_text_live(redis_server):
+    prompt = f"streamed from stdin #{uuid.uuid4().hex[:6]}"
+    out = promptq(redis_server, "submit", "--stream", "--to", "claude:claude-3-5-haiku-latest", "-", stdin=prompt)
+    job_id = out.stdout.strip()
+    out = promptq(redis_server, "stream", job_id, "--timeout", "30")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"echo: {prompt}"
+
+
+def test_exit_codes_for_failure_timeout_not_found_and_refusal(redis_server, fakes):
+    openai, anthropic = fakes
+    openai.push("invalid")
+    out = promptq(redis_server, "submit", "--to", "openai:gpt-4o-mini", f"bad #{uuid.uuid4().hex[:6]}")
+    failed_id = out.stdout.strip()
+    out = promptq(redis_server, "result", failed_id, "--wait", "--timeout", "30")
+    assert out.returncode == 1 and "failed" in out.stderr
+
+    # Nobody consumes openrouter in this module: the wait times out.
+    out = promptq(redis_server, "submit", "--to", "openrouter:x/y", "waits forever")
+    out = promptq(redis_server, "result", out.stdout.strip(), "--wait", "--timeout", "1.5")
+    assert out.returncode == 3 and "after 1.5s" in out.stderr
+
+    out = promptq(redis_server, "result", "no-such-job")
+    assert out.returncode == 4 and "no job no-such-job" in out.stderr
+
+    out = promptq(redis_server, "submit", "--to", "gpt-4o-mini", "missing provider")
+    assert out.returncode == 2 and "targets[0]" in out.stderr and out.stdout == ""
+    out = promptq(redis_server, "submit", "--to", "openai:gpt-4o-mini", "--param", "temperature=0.2",
+                  "--metadata", "{not json", "x")
+    assert out.returncode == 2 and "--metadata" in out.stderr
+
+
+def test_health_shows_provider_state(redis_server, fakes):
+    openai, _ = fakes
+    openai.push("server", times=10)
+    promptq(redis_server, "submit", "--to", "openai:gpt-4o-mini", "--max-retries", "0", "x")
+    out = promptq(redis_server, "submit", "--to", "openai:gpt-4o-mini", "--max-retries", "0", "y")
+    promptq(redis_server, "result", out.stdout.strip(), "--wait", "--timeout", "30")
+    out = promptq(redis_server, "health", "--json")
+    assert out.returncode == 0, out.stderr
+    health = json.loads(out.stdout)
+    assert health["openai"]["errors_by_category"].get("server", 0) >= 1
+    assert health["openai"]["state"] in ("degraded", "unhealthy")
+    table = promptq(redis_server, "health").stdout
+    assert "openai" in table and "server" in table
+
+
+def test_unreachable_redis_is_one_clear_line(tmp_path):
+    env = {**os.environ, "PROMPTQ_REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "workers.cli.main", "status", "abc"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 6 and "cannot reach Redis" in out.stderr and "Traceback" not in out.stderr
