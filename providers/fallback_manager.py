@@ -287,7 +287,9 @@ class FallbackChain:
                         logger.warning("provider %s failed mid-stream: %r", entry.name, exc)
                         raise
                     errors.append((entry.name, exc))
-                    logger.warning("provider %s failed before streaming (attempt %d): %r", entry.name, attempt, exc)
+                    logger.warning(
+                        "provider %s failed before streaming (attempt %d): %r", entry.name, attempt, exc
+                    )
                     if not self._wait_before_retry(exc, attempt):
                         break
                     continue

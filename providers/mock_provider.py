@@ -270,7 +270,8 @@ class MockProvider(LLMProvider):
         fault = self._active_fault(model, raw)
         last_user = next((m for m in reversed(msgs) if m.get("role") != "system"), msgs[-1])
         asked = DIRECTIVE_RE.sub("", _content_text(last_user)).strip()
-        text = self.reply.replace("{prompt}", asked).replace("{model}", model).replace("{name}", self.instance_name)
+        text = self.reply.replace("{prompt}", asked).replace("{model}", model)
+        text = text.replace("{name}", self.instance_name)
         finish = "stop"
         for stop in params.common.get("stop") or []:
             if stop and stop in text:

@@ -108,7 +108,9 @@ def provider_class(name: str) -> Type[LLMProvider]:
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ImportError(f"provider {canonical!r} is registered as {target!r}, which cannot be imported: {exc}") from exc
+        raise ImportError(
+            f"provider {canonical!r} is registered as {target!r}, which cannot be imported: {exc}"
+        ) from exc
     return cls
 
 

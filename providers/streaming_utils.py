@@ -268,6 +268,27 @@ def _decode(decoder: Any, chunk: Optional[bytes], provider: str) -> tuple[list, 
         return exc.preceding, StreamParseError(provider, f"line {exc.line_number}: {exc.reason}")
 
 
+_DRAIN_LIMIT_BYTES = 64 * 1024
+
+
+def _drain(source: Iterator[bytes]) -> None:
+    """Read what follows the terminator (usually just the end of the body).
+
+    A body read to its end lets the connection go back to the pool; one
+    closed early is reset and the next request pays for a new connection
+    (and TLS handshake). Bounded, and failures here cannot spoil an answer
+    that is already complete.
+    """
+    seen = 0
+    try:
+        for chunk in source:
+            seen += len(chunk)
+            if seen > _DRAIN_LIMIT_BYTES:
+                break
+    except ProviderError:
+        pass
+
+
 def iter_stream(
     chunks: Iterable[bytes], parser: StreamParser, provider: str
 ) -> Generator[str, None, StreamParser]:
@@ -288,7 +309,7 @@ def iter_stream(
                 if delta.content:
                     yield delta.content
                 if delta.done:
-                    # The terminator: stop reading even if the server lingers.
+                    _drain(source)
                     return parser
             if failure is not None:
                 raise failure
@@ -298,6 +319,7 @@ def iter_stream(
             if delta.content:
                 yield delta.content
             if delta.done:
+                _drain(source)
                 return parser
         # An unparseable last line at EOF is a line cut short: the stream,
         # not the provider's output, is what broke.

@@ -112,9 +112,10 @@ class Client:
         token = new_token()
         # The record (with the token) exists before the message does, so a
         # fast worker never sees a message it cannot match.
-        if not self.store.create(data, token):
+        if not self.store.create(data, token, send_deadline_s=self.settings.lease_ttl_s):
             return JobHandle(spec.id, self, created=False)
         self.send(spec.id, data, target_index=0, attempt=1, token=token)
+        self.store.release(spec.id, token)
         return JobHandle(spec.id, self)
 
     def send(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> None:
@@ -134,12 +135,21 @@ class Client:
 
     def result(self, job_id: str, timeout: Optional[float] = None) -> JobRecord:
         """Wait until the job succeeded, failed or was cancelled; TimeoutError after `timeout`."""
-        for _ in self.events(job_id, timeout=timeout):
-            pass
-        record = self.store.get(job_id)
-        if record is None:
-            raise JobNotFound(job_id)
-        return record
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            for _ in self.events(job_id, timeout=remaining):
+                pass
+            record = self.store.get(job_id)
+            if record is None:
+                raise JobNotFound(job_id)
+            # A terminal event can precede its record write by a moment, or
+            # belong to a run before a requeue: the record has the last word.
+            if record.status.terminal:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {record.status.value} after {timeout}s")
+            time.sleep(0.05)
 
     def cancel(self, job_id: str) -> str:
         """'cancelled' (it will not run), 'requested' (it stops at its next chunk), or its final status."""

@@ -96,13 +96,16 @@ class JobSpec:
             id=job_id or uuid.uuid4().hex,
             targets=_parse_targets(targets),
             prompt=prompt,
-            messages=[dict(m) for m in messages] if messages is not None else None,
+            # Copy only well-shaped values; anything else goes to validate()
+            # as it is, so the refusal names the field instead of a TypeError.
+            messages=[dict(m) if isinstance(m, Mapping) else m for m in messages]
+            if isinstance(messages, (list, tuple)) else messages,
             system_prompt=system_prompt,
-            parameters=dict(parameters or {}),
+            parameters=dict(parameters) if isinstance(parameters, Mapping) else (parameters or {}),
             stream=stream,
             custom_id=custom_id,
             batch_id=batch_id,
-            metadata=dict(metadata or {}),
+            metadata=dict(metadata) if isinstance(metadata, Mapping) else (metadata or {}),
             max_retries=max_retries,
             created_at=time.time(),
         )
@@ -223,9 +226,19 @@ def _validate_messages(messages: Any, max_chars: int) -> None:
         raise JobValidationError("messages", "need at least one non-system message")
 
 
-def _refuse_secrets(where: str, data: Mapping[str, Any]) -> None:
+_SECRET_NAMES = {k.replace("-", "_") for k in _SECRET_KEYS}
+
+
+def _refuse_secrets(where: str, data: Any) -> None:
     # Keys belong to worker configuration; a job that carries one would put
-    # it in Redis, in Flower and in every event. Refuse it outright.
-    for key in data:
-        if isinstance(key, str) and key.lower().replace("-", "_") in {k.replace("-", "_") for k in _SECRET_KEYS}:
-            raise JobValidationError(f"{where}.{key}", "API keys and tokens belong in worker configuration, not in a job")
+    # it in Redis, in Flower and in every event. Refuse it outright, however
+    # deeply it is nested (extra_headers.Authorization is the usual way in).
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            path = f"{where}.{key}"
+            if isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_NAMES:
+                raise JobValidationError(path, "API keys and tokens belong in worker configuration, not in a job")
+            _refuse_secrets(path, value)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _refuse_secrets(f"{where}[{i}]", value)

@@ -60,7 +60,12 @@ class Runtime:
         with self._providers_lock:
             instance = self._providers.get(name)
             if instance is None:
-                instance = create_provider(name, self.settings.provider_config(name))
+                config = self.settings.provider_config(name)
+                if name == "mock":
+                    # "Fail N times, then succeed" must count across worker
+                    # processes, or a retry on another worker starts at zero.
+                    config.setdefault("state_url", self.settings.redis_url)
+                instance = create_provider(name, config)
                 self._providers[name] = instance
             return instance
 

@@ -65,7 +65,7 @@ class Settings:
     providers: str = "mock"
     pool: str = "threads"
     concurrency: int = 32
-    #: Broker connections per worker; must exceed the pool's concurrency.
+    #: Broker connections per worker (0 = automatic); must exceed concurrency.
     broker_max_connections: int = 0
     #: Circuit breaker: consecutive failures that open it, and its cooldown.
     health_failure_threshold: int = 5
@@ -89,6 +89,14 @@ class Settings:
         for name in ("max_retries", "concurrency", "stream_maxlen", "health_failure_threshold"):
             if getattr(self, name) < (0 if name == "max_retries" else 1):
                 raise SettingsError(f"{name} must be positive, not {getattr(self, name)!r}")
+        if 0 < self.broker_max_connections <= self.concurrency:
+            raise SettingsError(
+                f"broker_max_connections ({self.broker_max_connections}) must exceed concurrency "
+                f"({self.concurrency}), or every slot waits on a connection; 0 sizes it automatically"
+            )
+        for name in ("result_ttl_s", "stream_ttl_s", "heartbeat_s", "lease_ttl_s"):
+            if getattr(self, name) < 1 and name.endswith("ttl_s"):
+                raise SettingsError(f"{name} must be at least 1 second, not {getattr(self, name)!r}")
         if self.heartbeat_s * 2 > self.lease_ttl_s:
             raise SettingsError("lease_ttl_s must be at least twice heartbeat_s")
 
@@ -149,6 +157,10 @@ def _read_config_file(path: str) -> Dict[str, Any]:
 
 def _coerce(name: str, type_name: Any, raw: Any) -> Any:
     kind = str(type_name)
+    # TOML gives typed values: refuse `true` for a number or 3.9 for a count
+    # rather than quietly making them 1 and 3.
+    if isinstance(raw, bool) or (kind == "int" and isinstance(raw, float)):
+        raise SettingsError(f"setting {name} must be {kind}, got {raw!r}")
     try:
         if kind == "int":
             return int(raw)

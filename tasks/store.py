@@ -87,11 +87,15 @@ class JobRecord:
         }
 
 
-# KEYS: job, batch ; ARGV: now, token, spec, target_index, has_batch
+# A new job sits in inflight (deadline ARGV[6]) until its message is sent
+# and `release` takes it out: a producer that dies in between loses nothing,
+# a reaper sends it instead.
+# KEYS: job, batch, inflight ; ARGV: now, token, spec, target_index, has_batch, deadline, job_id
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[2], 'spec', ARGV[3],
            'target_index', ARGV[4], 'attempt', '1', 'created_at', ARGV[1], 'updated_at', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'queued', 1) end
 return 1
 """
@@ -160,13 +164,17 @@ end
 return 1
 """
 
-# KEYS: job, inflight, batch ; ARGV: now, job_id, has_batch
+# KEYS: job, inflight, batch, attempts, seq ; ARGV: now, job_id, has_batch, ttl
 _CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
 if st == 'queued' or st == 'retrying' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'token', '', 'finished_at', ARGV[1], 'updated_at', ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
+  local ttl = tonumber(ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
   if ARGV[3] == '1' then
     redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or 'waiting', -1)
     redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
@@ -211,14 +219,17 @@ end
 return out
 """
 
-# KEYS: job, dead, batch, attempts ; ARGV: now, token, job_id, has_batch
+# The old replay ends with an `error` event; a follower of the new run must
+# not stop there, so it is deleted (the seq counter stays: numbers keep rising).
+# KEYS: job, dead, batch, attempts, replay ; ARGV: now, token, job_id, has_batch
 _REQUEUE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[2], 'target_index', '0', 'attempt', '1',
            'updated_at', ARGV[1])
-redis.call('HDEL', KEYS[1], 'error', 'finished_at')
+redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'cancel_requested')
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[4])
+redis.call('DEL', KEYS[5])
 redis.call('LREM', KEYS[2], 0, ARGV[3])
 if ARGV[4] == '1' then
   redis.call('HINCRBY', KEYS[3], 'failed', -1)
@@ -243,7 +254,7 @@ class JobStore:
     def __init__(self, client: Any, keys: Keys, result_ttl_s: float = 7 * 24 * 3600.0):
         self.redis = client
         self.keys = keys
-        self.result_ttl_s = int(result_ttl_s)
+        self.result_ttl_s = max(1, int(result_ttl_s))
         self._create = client.register_script(_CREATE)
         self._start = client.register_script(_START)
         self._move = client.register_script(_MOVE)
@@ -258,20 +269,31 @@ class JobStore:
 
     # --- producer side --------------------------------------------------
 
-    def create(self, spec: Dict[str, Any], token: str, target_index: int = 0, client: Any = None) -> bool:
-        """Write a new record; False if one exists (a resubmitted batch line)."""
+    def create(
+        self, spec: Dict[str, Any], token: str, target_index: int = 0, client: Any = None,
+        send_deadline_s: float = 30.0,
+    ) -> bool:
+        """Write a new record; False if one exists (a resubmitted batch line).
+
+        The caller sends the message, then calls `release`; until then the
+        job is in inflight, so a crash in between is recovered by a reaper.
+        """
         batch_key, has_batch = self._batch_key(spec.get("batch_id"))
+        now = time.time()
         return bool(
             self._create(
-                keys=[self.keys.job(spec["id"]), batch_key],
-                args=[time.time(), token, json.dumps(spec), target_index, has_batch],
+                keys=[self.keys.job(spec["id"]), batch_key, self.keys.inflight],
+                args=[now, token, json.dumps(spec), target_index, has_batch, now + send_deadline_s, spec["id"]],
                 client=client,
             )
         )
 
     def cancel(self, job_id: str, batch_id: Optional[str] = None) -> str:
         batch_key, has_batch = self._batch_key(batch_id)
-        result = self._cancel(keys=[self.keys.job(job_id), self.keys.inflight, batch_key], args=[time.time(), job_id, has_batch])
+        result = self._cancel(
+            keys=[self.keys.job(job_id), self.keys.inflight, batch_key, self.keys.attempts(job_id), self.keys.seq(job_id)],
+            args=[time.time(), job_id, has_batch, self.result_ttl_s],
+        )
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def get(self, job_id: str) -> Optional[JobRecord]:
@@ -398,7 +420,8 @@ class JobStore:
         batch_key, has_batch = self._batch_key(batch_id)
         return bool(
             self._requeue(
-                keys=[self.keys.job(job_id), self.keys.dead_letter, batch_key, self.keys.attempts(job_id)],
+                keys=[self.keys.job(job_id), self.keys.dead_letter, batch_key, self.keys.attempts(job_id),
+                      self.keys.events(job_id)],
                 args=[time.time(), token, job_id, has_batch],
             )
         )

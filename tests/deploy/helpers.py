@@ -23,6 +23,10 @@ ENV_EXAMPLE = REPO / "deploy" / ".env.example"
 PROMETHEUS = REPO / "deploy" / "prometheus.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "promptq-dashboard.json"
 
+# Variable names that hold secrets: *_API_KEY, *_PASSWORD, FLOWER_BASIC_AUTH, ...
+# (anchored at the end for KEY/AUTH so PROMPTQ_KEY_PREFIX is not one).
+SECRET_NAME = re.compile(r"(?:KEY|AUTH|CREDENTIALS?)$|PASSWORD|PASSWD|SECRET|TOKEN", re.IGNORECASE)
+
 # The providers promptq ships; each has a `promptq.<name>` queue that some
 # compose worker must consume, or jobs sent there wait forever.
 BUILTIN_PROVIDERS = ("openai", "claude", "openrouter", "ollama", "llamacpp")
@@ -248,3 +252,28 @@ def dockerignore_excludes(path: str, rules=None) -> bool:
         if any(regex.fullmatch(c) for c in candidates):
             excluded = not negate
     return excluded
+
+
+def hide_refs(text: str) -> Tuple[str, Dict[str, str]]:
+    """Swap each `${...}` compose reference for a placeholder word.
+
+    A reference like `${REDIS_PASSWORD:?set it (openssl rand -hex 32)}` holds
+    spaces and a `?` that would start a URL's query; hidden, the URL parses.
+    Returns (text, {placeholder: reference}).
+    """
+    refs: Dict[str, str] = {}
+
+    def hide(match: "re.Match[str]") -> str:
+        key = f"ref{len(refs)}x"
+        refs[key] = match.group(0)
+        return key
+
+    return re.sub(r"\$\{[^}]*\}", hide, text), refs
+
+
+def split_url_with_refs(url: str):
+    """urlsplit() for a URL holding references; returns (SplitResult, refs)."""
+    from urllib.parse import urlsplit
+
+    hidden, refs = hide_refs(url)
+    return urlsplit(hidden), refs

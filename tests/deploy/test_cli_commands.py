@@ -89,6 +89,26 @@ def test_unknown_commands_and_flags_are_caught(cli):
         _check_command_line(cli, "test", ["worker", "--no-such-flag", "1"])
 
 
+def _effective_option(command: click.Command, argv: List[str], name: str):
+    """The value click would give option `name`: from argv, else its default."""
+    ctx = command.make_context(argv[0], list(argv[1:]), parent=click.Context(click.Group(), info_name="promptq"))
+    return ctx.params.get(name)
+
+
+def test_published_promptq_services_listen_beyond_the_container_loopback(cli):
+    # A port published from a process bound to 127.0.0.1 *inside* the
+    # container is dead: Docker forwards to the container's own interface.
+    # (The host side stays loopback-only; test_compose checks that.)
+    for name, svc in services().items():
+        argv = command_tokens(svc)
+        if not (is_promptq_service(svc) and svc.get("ports") and argv):
+            continue
+        command = cli.commands[argv[0]]
+        if "address" in {p.name for p in command.params}:
+            address = _effective_option(command, argv, "address")
+            assert address in ("0.0.0.0", "::", ""), f"{name}: `promptq {argv[0]}` binds {address!r} in the container"
+
+
 def test_worker_flag_values_are_valid():
     from providers.registry import known_providers, resolve_name
 

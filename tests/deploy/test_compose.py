@@ -19,8 +19,6 @@ import dataclasses
 import re
 import subprocess
 import sys
-from urllib.parse import urlsplit
-
 import pytest
 
 from tasks.settings import Settings
@@ -30,18 +28,21 @@ from .helpers import (
     COMPOSE,
     ENV_EXAMPLE,
     REPO,
+    SECRET_NAME,
     command_tokens,
     compose,
     dockerignore_excludes,
     env_files,
     environment,
     healthcheck_command,
+    hide_refs,
     is_promptq_service,
     iter_strings,
     option_value,
     parse_duration_s,
     published_ports,
     services,
+    split_url_with_refs,
     volume_mounts,
     worker_services,
 )
@@ -53,7 +54,6 @@ CORE_SERVICES = ("redis", "worker-cloud", "worker-local", "flower")
 REF_NO_DEFAULT = r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}"
 # A variable the container's shell expands at run time ($$VAR in compose).
 CONTAINER_REF = r"\$\$\{?[A-Za-z_][A-Za-z0-9_]*\}?"
-SECRET_NAME = re.compile(r"KEY|PASSWORD|PASSWD|SECRET|TOKEN|AUTH|CREDENTIAL", re.IGNORECASE)
 # Shapes of real credentials, for strings under any name.
 KEY_SHAPES = [
     re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"),  # OpenAI, Anthropic (sk-ant-), OpenRouter (sk-or-)
@@ -200,11 +200,12 @@ def test_workers_use_the_compose_redis_with_its_password():
         env = environment(svc)
         url = env.get("PROMPTQ_REDIS_URL")
         assert url, f"{name} has no PROMPTQ_REDIS_URL"
-        parts = urlsplit(url)
+        parts, refs = split_url_with_refs(url)
         assert parts.scheme in ("redis", "rediss")
         assert parts.hostname == "redis" and "redis" in services(), f"{name} points at {parts.hostname}, not the redis service"
         assert parts.port in (None, 6379)
-        assert re.fullmatch(r"\$\{REDIS_PASSWORD(?::\?[^}]*)?\}", parts.password or ""), f"{name}: the URL's password must be ${{REDIS_PASSWORD}}"
+        password = refs.get(parts.password or "", parts.password or "")
+        assert re.fullmatch(r"\$\{REDIS_PASSWORD(?::\?[^}]*)?\}", password), f"{name}: the URL's password must be ${{REDIS_PASSWORD}}, is {password!r}"
         deps = svc.get("depends_on") or {}
         assert isinstance(deps, dict) and deps.get("redis", {}).get("condition") == "service_healthy", f"{name} must wait for a healthy redis"
     assert redis_svc  # the URL's host is a real service (checked above)
@@ -271,15 +272,24 @@ def test_no_literal_secrets():
             value = check[check.index("-a") + 1]
             assert re.fullmatch(REF_NO_DEFAULT + "|" + CONTAINER_REF, value), f"{name}: healthcheck passes a literal password"
     for where, text in iter_strings(doc):
-        # Credentials inside URLs: scheme://user:PASSWORD@host
-        for match in re.finditer(r"://[^/\s:@]*:([^@\s]+)@", text):
-            assert re.fullmatch(REF_NO_DEFAULT, match.group(1)), f"{where}: literal password in URL {text!r}"
+        # Credentials inside URLs: scheme://user:PASSWORD@host. References
+        # are swapped for placeholders first: their messages hold spaces.
+        hidden, refs = hide_refs(text)
+        for match in re.finditer(r"://[^/\s:@]*:([^@\s/]+)@", hidden):
+            password = refs.get(match.group(1), match.group(1))
+            assert re.fullmatch(REF_NO_DEFAULT, password), f"{where}: literal password in URL {text!r}"
         # A default on a secret variable is a literal secret: ${REDIS_PASSWORD:-hunter2}
         for match in re.finditer(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?-([^}]*)\}", text):
             if SECRET_NAME.search(match.group(1)):
                 assert not match.group(2), f"{where}: {match.group(1)} has a literal default"
         for shape in KEY_SHAPES:
             assert not shape.search(text), f"{where}: looks like a literal credential: {text!r}"
+
+
+def test_url_password_check_sees_through_references():
+    hidden, refs = hide_refs("redis://:${REDIS_PASSWORD:?set it (openssl rand -hex 32)}@redis:6379/0")
+    assert hidden == "redis://:ref0x@redis:6379/0"
+    assert refs["ref0x"].startswith("${REDIS_PASSWORD")
 
 
 def test_secret_check_catches_literals():

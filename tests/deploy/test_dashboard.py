@@ -111,6 +111,38 @@ def check_expression(where: str, expr: str) -> Set[str]:
     return bases
 
 
+def test_metrics_list_matches_what_workers_export():
+    # The list above is only worth checking against if it is what the
+    # workers really serve: build the worker's registry and read it back.
+    from prometheus_client import CollectorRegistry
+
+    from tasks.settings import Settings
+    from workers.metrics import PrometheusObserver, RedisStateCollector
+
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    # Port 1 refuses at once: the gauges come back as families without samples.
+    registry.register(RedisStateCollector(Settings(redis_url="redis://127.0.0.1:1/0")))
+    observer.request_finished("openai", ok=False, latency_s=0.2, category="rate_limit",
+                              usage={"input_tokens": 3, "output_tokens": 5})
+    observer.request_finished("openai", ok=True, latency_s=0.1)
+    observer.retried("openai", 1.0)
+    observer.failed_over("openai", "claude")
+    observer.job_finished("succeeded")
+
+    exported: Dict[str, Tuple[str, Set[str]]] = {}
+    for family in registry.collect():
+        # prometheus_client names a counter family without its _total suffix.
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+        exported[name] = (family.type, labels)
+    assert set(exported) == set(METRICS), f"workers export {sorted(exported)}, the dashboard expects {sorted(METRICS)}"
+    for name, (kind, labels) in exported.items():
+        assert kind == METRICS[name][0], f"{name} is a {kind}, expected a {METRICS[name][0]}"
+        if labels:  # the Redis-read gauges have no samples here
+            assert labels == set(METRICS[name][1]), f"{name} has labels {sorted(labels)}, expected {METRICS[name][1]}"
+
+
 def test_dashboard_basics(dashboard):
     assert 36 <= dashboard["schemaVersion"] <= 41
     assert dashboard.get("uid") and dashboard.get("title")
@@ -118,6 +150,9 @@ def test_dashboard_basics(dashboard):
     ds = [v for v in variables.values() if v["type"] == "datasource"]
     assert ds and ds[0]["query"] == "prometheus", "the dashboard needs a Prometheus datasource variable"
     ds_ref = "${" + ds[0]["name"] + "}"
+    for var in variables.values():
+        if var["type"] == "query":
+            assert var["datasource"]["uid"] == ds_ref, f"variable {var['name']!r} does not use {ds_ref}"
     ids = [p["id"] for p in _panels(dashboard)]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     for panel in _panels(dashboard):

@@ -16,12 +16,12 @@ import pytest
 from .helpers import (
     DOCKERFILE,
     REPO,
+    SECRET_NAME,
     dockerfile_instructions,
     dockerignore_excludes,
     dockerignore_rules,
 )
 
-SECRET_NAME = re.compile(r"KEY|PASSWORD|PASSWD|SECRET|TOKEN|AUTH|CREDENTIAL", re.IGNORECASE)
 
 
 def _copy_sources(instructions):

@@ -17,7 +17,7 @@ import pytest
 
 from tasks.settings import Settings
 
-from .helpers import COMPOSE, ENV_EXAMPLE, REPO
+from .helpers import ENV_EXAMPLE, REPO, compose, iter_strings
 
 # The provider variables the CLI/provider layer reads (from the project brief).
 PROVIDER_VARS = (
@@ -96,9 +96,11 @@ def test_provider_and_compose_variables_are_listed_and_empty(text):
 
 
 def test_every_variable_compose_interpolates_is_documented(text):
-    compose_text = COMPOSE.read_text(encoding="utf-8")
-    # ${VAR...} references, but not $${...} (expanded by the container's shell).
-    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", compose_text))
+    # ${VAR...} references in the parsed file (comments excluded), but not
+    # $${...}, which the container's shell expands.
+    used = set()
+    for _, value in iter_strings(compose()):
+        used |= set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", value))
     assert used, "compose.yaml interpolates nothing?"
     documented = set(_assignments(text, commented=False)) | set(_assignments(text, commented=True))
     missing = used - documented

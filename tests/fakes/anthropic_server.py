@@ -100,10 +100,7 @@ class FakeAnthropic(FakeServer):
         if name.startswith("rate_limit"):
             return self.error(
                 429, "rate_limit_error",
-                "This request would exceed the rate limit for your organization of 50 requests per minute. "
-                "For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response "
-                "headers for current usage. Please reduce the prompt length or the maximum tokens requested, "
-                "or try again later.", ex, headers=self.rate_limit_headers(0))
+                "This request would exceed your account's rate limit. Please try again later.", ex, headers=self.rate_limit_headers(0))
         if name == "server":
             return self.error(500, "api_error", "Internal server error", ex)
         if name == "overloaded":

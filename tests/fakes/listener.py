@@ -48,8 +48,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         server: Listener = self.server  # type: ignore[assignment]
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._read_body()
         wire = Wire(self, server.stop_event)
         try:
             server.fake._dispatch(wire, self.command, self.path, dict(self.headers.items()), raw)
@@ -61,5 +60,21 @@ class Handler(BaseHTTPRequestHandler):
                 wire.send_bytes(599, traceback.format_exc().encode(), "text/plain")
             else:
                 wire.cut()
+
+    def _read_body(self) -> bytes:
+        # Some clients (httpx with a streaming body, aiohttp) upload with
+        # chunked transfer encoding instead of Content-Length.
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # skip trailers
+                    return bytes(body)
+                body.extend(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Optional
 
 from .base import Exchange, FakeServer, RecordedRequest, Reply
 from .faults import Fault

@@ -136,5 +136,8 @@ class Wire:
 
     def cut(self) -> None:
         """Drop the TCP connection now, mid-body, without a terminator."""
-        if self.chunked:
-            self.end_stream()
+        self._h.close_connection = True
+        try:
+            self._h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

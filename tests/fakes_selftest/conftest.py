@@ -1,7 +1,8 @@
 """Fixtures for the fakes' own tests.
 
-The vendor fixtures from ``tests.fakes.fixtures`` are imported here so these
-tests run before (and independently of) the project-wide conftest.
+The vendor fixtures (``fake_openai`` ...) come from the ``tests.fakes.fixtures``
+plugin that tests/conftest.py loads; these add a parametrised ``vendor`` so
+one test runs against all five servers.
 """
 
 from __future__ import annotations
@@ -10,11 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.fakes.fixtures import (  # noqa: F401 - re-exported as fixtures
-    fake_anthropic, fake_llama_cli, fake_llamacpp, fake_ollama, fake_openai, fake_openrouter,
-)
-from tests.fakes_selftest.vendors import VENDORS, Vendor
 from tests.fakes import FakeServer
+from tests.fakes_selftest.vendors import VENDORS, Vendor
 
 
 @pytest.fixture(params=sorted(VENDORS))

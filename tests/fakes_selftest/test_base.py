@@ -196,3 +196,12 @@ def test_concurrent_requests_each_get_their_own_fault(fake_openai) -> None:
 
 def test_unknown_route_is_404(fake_openai) -> None:
     assert requests.get(fake_openai.url + "/nope", timeout=5).status_code == 404
+
+
+def test_chunked_request_bodies_are_read(fake_openai) -> None:
+    payload = json.dumps(OPENAI.body("sent in chunks", False)).encode()
+    resp = requests.post(fake_openai.base_url + "/chat/completions", headers=OPENAI.headers, timeout=5,
+                         data=iter([payload[:10], payload[10:]]))   # a generator body goes out chunked
+    assert resp.status_code == 200
+    assert fake_openai.requests[-1].headers["transfer-encoding"] == "chunked"
+    assert resp.json()["choices"][0]["message"]["content"] == "echo: sent in chunks"

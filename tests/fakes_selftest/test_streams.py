@@ -114,8 +114,8 @@ def test_slow_delays_the_response(vendor: Vendor, server) -> None:
 
 
 def test_slow_stream_spaces_out_the_chunks(vendor: Vendor, server) -> None:
+    start = time.monotonic()   # before the request: the gaps are timed from the server's side
     resp = vendor.post(server, "a b [[fault:slow_stream:0.2]]", stream=True)
-    start = time.monotonic()
     blob, error = read_all(resp)
     assert error is None
     assert vendor.content_pieces(vendor.frames(blob)) == ["echo:", " a", " b"]

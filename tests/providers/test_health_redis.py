@@ -120,7 +120,9 @@ def test_works_with_decoded_responses(worker_store):
 
 def test_fails_open_when_redis_is_down(clock):
     # No client-side retries: redis-py's default backoff would only slow the test.
-    client = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis(
+        host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
     store = RedisHealthStore(client, policy=POLICY, clock=clock)
     assert store.allow_request("p") is True
     store.record_failure("p", SERVER)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from providers.error_handling import ErrorCategory, ProviderError
@@ -163,6 +165,10 @@ def test_closing_a_stream_early_releases_it(provider, fake_openai):
     assert provider.complete("m", "again").text == "echo: again"
 
 
-def test_many_calls_reuse_the_pooled_session(provider):
-    for i in range(20):
+def test_calls_and_finished_streams_reuse_one_pooled_connection(provider, caplog):
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    for i in range(5):
         assert provider.complete("m", f"n{i}").text == f"echo: n{i}"
+        assert "".join(provider.stream("m", f"s{i}")) == f"echo: s{i}"
+    opened = [r for r in caplog.records if "Starting new HTTP connection" in r.getMessage()]
+    assert len(opened) == 1  # a stream read past [DONE] hands its connection back

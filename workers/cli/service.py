@@ -67,10 +67,9 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
 @pass_state
 def flower(state: State, port: int, address: str) -> None:
     """Run Flower against promptq's app (basic auth from FLOWER_BASIC_AUTH)."""
-    args = ["flower", f"--port={port}", f"--address={address}"]
-    if os.environ.get("FLOWER_BASIC_AUTH"):
-        args.append(f"--basic-auth={os.environ['FLOWER_BASIC_AUTH']}")
-    _exec_celery(state, args)
+    # Flower reads FLOWER_BASIC_AUTH itself; passing it as an argument would
+    # show the password in every process listing.
+    _exec_celery(state, ["flower", f"--port={port}", f"--address={address}"])
 
 
 @click.command()
