@@ -25,14 +25,11 @@ from .base import Message, ProviderResult, ProviderStream, Usage, build_messages
 from .error_handling import ErrorCategory, ProviderError, malformed
 from .http_base import HTTPProvider
 from .params import anthropic_params
-from .streaming_utils import ClaudeStreamParser, in_band_error, stream_result
+from .streaming_utils import ClaudeStreamParser, in_band_error, int_or_none, stream_result
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 
-
-def _int_or_none(value: Any) -> Optional[int]:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class ClaudeProvider(HTTPProvider):
@@ -108,7 +105,7 @@ class ClaudeProvider(HTTPProvider):
             text=text,
             provider=self.name,
             model=model if isinstance(model, str) and model else requested_model,
-            usage=Usage(_int_or_none(usage.get("input_tokens")), _int_or_none(usage.get("output_tokens"))),
+            usage=Usage(int_or_none(usage.get("input_tokens")), int_or_none(usage.get("output_tokens"))),
             finish_reason=data.get("stop_reason"),
             latency_s=latency_s,
         )

@@ -11,6 +11,11 @@ What the seed guide's subprocess call lacked, handled here in one place:
   argv and logs may echo anything) and keeps that tail as the provider message.
 - Streaming reads stdout as it is written; stderr goes to a temporary file so
   a chatty model loader can never fill a pipe and stall the child.
+
+The command is `llama-cli -m MODEL -p PROMPT -no-cnv --no-display-prompt -n N
+[--temp ...]`: single-prompt completion mode. Recent llama.cpp builds moved
+that mode to `llama-completion` (their `llama-cli` is chat-only); point
+`binary` / LLAMACPP_BINARY at it there.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from .base import Message, ProviderResult, ProviderStream, Usage, build_messages
 from .error_handling import malformed
 from .http_base import HTTPProvider
 from .params import openai_chat_params
-from .streaming_utils import OpenAIStreamParser, StreamParser, in_band_error, stream_result
+from .streaming_utils import OpenAIStreamParser, StreamParser, in_band_error, int_or_none, stream_result
 
 
 def _text_of(content: Any) -> Optional[str]:
@@ -30,9 +30,6 @@ def _text_of(content: Any) -> Optional[str]:
         )
     return None
 
-
-def _int_or_none(value: Any) -> Optional[int]:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class OpenAICompatProvider(HTTPProvider):
@@ -107,7 +104,7 @@ class OpenAICompatProvider(HTTPProvider):
             text=text or "",
             provider=self.name,
             model=model if isinstance(model, str) and model else requested_model,
-            usage=Usage(_int_or_none(usage.get("prompt_tokens")), _int_or_none(usage.get("completion_tokens"))),
+            usage=Usage(int_or_none(usage.get("prompt_tokens")), int_or_none(usage.get("completion_tokens"))),
             finish_reason=choice.get("finish_reason"),
             latency_s=latency_s,
         )

@@ -159,7 +159,8 @@ def in_band_error(payload: Dict[str, Any], provider: str) -> ProviderError:
     return err
 
 
-def _int_or_none(value: Any) -> Optional[int]:
+def int_or_none(value: Any) -> Optional[int]:
+    """A token count as reported, or None for anything that is not an int."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -178,8 +179,8 @@ class OpenAIStreamParser(StreamParser):
         if isinstance(usage, dict):
             # Sent on the final chunk (include_usage); llama-server may send
             # it with the finish_reason chunk instead.
-            self.input_tokens = _int_or_none(usage.get("prompt_tokens"))
-            self.output_tokens = _int_or_none(usage.get("completion_tokens"))
+            self.input_tokens = int_or_none(usage.get("prompt_tokens"))
+            self.output_tokens = int_or_none(usage.get("completion_tokens"))
         choices = data.get("choices") or []
         if not isinstance(choices, list):
             raise StreamParseError(self.provider, "'choices' is not a list")
@@ -230,9 +231,9 @@ class ClaudeStreamParser(StreamParser):
     def _usage(self, usage: Any) -> None:
         # message_delta's counts are cumulative: the latest value wins.
         if isinstance(usage, dict):
-            if _int_or_none(usage.get("input_tokens")) is not None:
+            if int_or_none(usage.get("input_tokens")) is not None:
                 self.input_tokens = usage["input_tokens"]
-            if _int_or_none(usage.get("output_tokens")) is not None:
+            if int_or_none(usage.get("output_tokens")) is not None:
                 self.output_tokens = usage["output_tokens"]
 
 
@@ -253,8 +254,8 @@ class OllamaStreamParser(StreamParser):
         text = content if isinstance(content, str) else ""
         if item.get("done") is True:
             self.finish_reason = item.get("done_reason") or "stop"
-            self.input_tokens = _int_or_none(item.get("prompt_eval_count"))
-            self.output_tokens = _int_or_none(item.get("eval_count"))
+            self.input_tokens = int_or_none(item.get("prompt_eval_count"))
+            self.output_tokens = int_or_none(item.get("eval_count"))
             return StreamDelta(content=text, done=True)
         return StreamDelta(content=text)
 
@@ -266,6 +267,13 @@ def _decode(decoder: Any, chunk: Optional[bytes], provider: str) -> tuple[list, 
     except NDJSONLineError as exc:
         # Items before the bad line still count (one may even end the stream).
         return exc.preceding, StreamParseError(provider, f"line {exc.line_number}: {exc.reason}")
+
+
+def _batches(source: Iterator[bytes], decoder: Any, provider: str) -> Iterator[tuple]:
+    """((items, parse error), at end of stream) per chunk, then once for the flush."""
+    for chunk in source:
+        yield _decode(decoder, chunk, provider), False
+    yield _decode(decoder, None, provider), True
 
 
 _DRAIN_LIMIT_BYTES = 64 * 1024
@@ -302,8 +310,7 @@ def iter_stream(
     decoder = parser.new_decoder()
     source: Iterator[bytes] = iter(chunks)
     try:
-        for chunk in source:
-            items, failure = _decode(decoder, chunk, provider)
+        for (items, failure), at_eof in _batches(source, decoder, provider):
             for item in items:
                 delta = parser.parse_event(item)
                 if delta.content:
@@ -312,18 +319,10 @@ def iter_stream(
                     _drain(source)
                     return parser
             if failure is not None:
-                raise failure
-        items, failure = _decode(decoder, None, provider)
-        for item in items:
-            delta = parser.parse_event(item)
-            if delta.content:
-                yield delta.content
-            if delta.done:
-                _drain(source)
-                return parser
-        # An unparseable last line at EOF is a line cut short: the stream,
-        # not the provider's output, is what broke.
-        raise truncated(provider, "stream ended mid-line" if failure else "stream ended before its terminator")
+                # An unparseable last line at EOF is a line cut short: the
+                # stream, not the provider's output, is what broke.
+                raise truncated(provider, "stream ended mid-line") if at_eof else failure
+        raise truncated(provider)
     finally:
         close = getattr(source, "close", None)
         if close is not None:
@@ -382,6 +381,8 @@ __all__ = [
     "StreamParseError",
     "StreamParser",
     "generic_stream",
+    "in_band_error",
+    "int_or_none",
     "iter_stream",
     "response_bytes",
     "stream_result",
