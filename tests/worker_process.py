@@ -1,27 +1,8 @@
-"""Real `promptq worker` processes for tests, started and stopped by PID.
+"""Worker processes for tests: the product's own (workers.local_stack), with
+lease settings fast enough that a killed worker's jobs return in seconds."""
 
-A worker is ready when its lease keeper has written its first heartbeat to
-Redis (`promptq:workers`), which happens only after Celery reports the
-worker ready: a condition, not a sleep.
-"""
+from workers.local_stack import ROOT, WorkerProcess as _WorkerProcess, wait_for
 
-from __future__ import annotations
-
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Dict, Iterable, Optional
-
-import redis
-
-ROOT = Path(__file__).resolve().parent.parent
-
-#: Fast lease settings so a killed worker's jobs come back within seconds.
 FAST_ENV = {
     "PROMPTQ_HEARTBEAT_S": "0.5",
     "PROMPTQ_LEASE_TTL_S": "3",
@@ -30,98 +11,9 @@ FAST_ENV = {
 }
 
 
-def wait_for(condition, timeout_s: float = 30.0, interval_s: float = 0.05, message: str = "condition"):
-    """Poll `condition()` until it returns a truthy value; fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
-        time.sleep(interval_s)
+class WorkerProcess(_WorkerProcess):
+    def __init__(self, redis_url, providers, *, env=None, **kwargs):
+        super().__init__(redis_url, providers, env={**FAST_ENV, **(env or {})}, **kwargs)
 
 
-class WorkerProcess:
-    """One `promptq worker` subprocess."""
-
-    def __init__(
-        self,
-        redis_url: str,
-        providers: Iterable[str],
-        *,
-        env: Optional[Dict[str, str]] = None,
-        pool: str = "threads",
-        concurrency: int = 8,
-        name: str = "test",
-    ):
-        self.redis_url = redis_url
-        self.providers = ",".join(providers)
-        self.pool = pool
-        self.concurrency = concurrency
-        self.name = name
-        self.env = {**os.environ, **FAST_ENV, "PROMPTQ_REDIS_URL": redis_url, **(env or {})}
-        self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
-        self.proc: Optional[subprocess.Popen] = None
-        self.log_path = Path(tempfile.mkstemp(prefix=f"promptq-worker-{name}-", suffix=".log")[1])
-
-    @property
-    def worker_name(self) -> str:
-        assert self.proc is not None
-        return f"{socket.gethostname()}:{self.proc.pid}"
-
-    def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
-        cmd = [
-            sys.executable, "-m", "workers.cli.main", "worker", "--providers", self.providers,
-            "--pool", self.pool, "--concurrency", str(self.concurrency), "--name", self.name,
-            "--loglevel", "INFO",
-        ]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.redis_url)
-        try:
-            wait_for(
-                lambda: self._check_alive() and client.hexists("promptq:workers", self.worker_name),
-                timeout_s, 0.1, f"worker {self.name} to be ready (log: {self.log_path})",
-            )
-        finally:
-            client.close()
-        return self
-
-    def _check_alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()}")
-        return True
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
-
-    def kill(self) -> None:
-        """SIGKILL: no warm shutdown, no acks, like a machine that lost power."""
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            self._close_log()
-            return
-        # Two SIGTERMs: Celery's warm then cold shutdown, bounded by the wait.
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        log = getattr(self, "_log", None)
-        if log and not log.closed:
-            log.close()
-
-    def __enter__(self) -> "WorkerProcess":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+__all__ = ["FAST_ENV", "ROOT", "WorkerProcess", "wait_for"]

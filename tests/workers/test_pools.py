@@ -35,12 +35,24 @@ def test_each_pool_runs_jobs(redis_server, client, pool):
 
 
 def test_gevent_pool_of_200_runs_200_jobs_at_once(redis_server, client):
-    # Each call takes 0.5 s; 200 of them finish only if the pool (patched by
+    # Each call takes 2 s; 200 of them overlap only if the pool (patched by
     # Celery because `promptq worker` names it on celery's command line)
     # really runs them concurrently and the worker's Redis clients keep up.
-    with FakeOpenAI(api_key=KEY, latency_s=0.5) as openai:
+    with FakeOpenAI(api_key=KEY, latency_s=2.0) as openai:
         env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai.base_url}
+        # Queued before the worker starts, so the overlap measures the pool,
+        # not how fast this test can submit.
+        handles = [client.submit(f"wide {i}", to=["openai:gpt-4o-mini"]) for i in range(200)]
         with WorkerProcess(redis_server.url, ["openai"], env=env, pool="gevent", concurrency=200, name="wide"):
-            handles = [client.submit(f"wide {i}", to=["openai:gpt-4o-mini"]) for i in range(200)]
             records = [client.result(h.id, timeout=120) for h in handles]
     assert sum(r.status.value == "succeeded" for r in records) == 200
+    # Peak overlap of the provider calls, from each attempt's own start and end.
+    edges = []
+    for record in records:
+        attempt = record.attempts[-1]
+        edges += [(attempt["finished_at"] - attempt["elapsed_s"], 1), (attempt["finished_at"], -1)]
+    running = peak = 0
+    for _, step in sorted(edges):
+        running += step
+        peak = max(peak, running)
+    assert peak >= 150, f"only {peak} calls overlapped"

@@ -1,0 +1,226 @@
+"""Reading a batch file: JSONL lines in two formats, each checked on its own.
+
+Two line formats are accepted, and may be mixed in one file::
+
+    # the OpenAI Batch API input format (chat completions only)
+    {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
+     "body": {"model": "gpt-4o-mini", "messages": [...], "temperature": 0.2}}
+
+    # the plain form
+    {"custom_id": "r2", "prompt": "...", "system": "...", "parameters": {...},
+     "targets": ["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"], "metadata": {...}}
+
+Targets: a plain line's own `targets` win, then `--to`. An OpenAI line goes
+to `--to` when it is given (an override: `body.model` names an OpenAI model
+that means nothing to Claude), else to `<default provider>:<body.model>`.
+
+Nothing here touches Redis. `iter_batch` yields a `BatchLine` or an
+`InvalidLine` per non-blank line, so a caller can validate a whole file
+first and then read it again to submit it, without holding a million specs
+in memory. Every problem a line has is reported with its line number; a
+line is never half accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+from providers.error_handling import ProviderError
+from providers.params import validate as validate_parameters
+
+from .job import JobSpec, JobValidationError, Target
+
+OPENAI_URL = "/v1/chat/completions"
+_OPENAI_KEYS = {"custom_id", "method", "url", "body"}
+_PLAIN_KEYS = {"custom_id", "prompt", "messages", "system", "parameters", "targets", "metadata", "max_retries"}
+# Body fields that are not generation parameters: promptq sets them itself.
+_BODY_RESERVED = {"model", "messages", "stream", "stream_options"}
+#: Metadata key holding the line's number in the input file.
+LINE_KEY = "input_line"
+# A placeholder until the batch id is known; JobSpec.validate wants an id.
+_PLACEHOLDER_ID = "pending"
+
+Source = Union[str, Path, Iterable[Union[str, bytes]]]
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """A valid line: its number, its custom_id, and the job spec (without id or batch_id)."""
+
+    line_no: int
+    custom_id: str
+    spec: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InvalidLine:
+    """A refused line and why, in words a person can act on."""
+
+    line_no: int
+    reason: str
+
+    def format(self, source: str) -> str:
+        """`FILE:LINE: reason`, the shape compilers use, so editors can jump to it."""
+        return f"{source}:{self.line_no}: {self.reason}"
+
+
+def source_name(source: Source) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "<lines>"
+
+
+def parse_targets(targets: Sequence[str]) -> List[str]:
+    """Check `--to` values once, up front: a bad one is a usage error, not N bad lines."""
+    return [str(Target.parse(t, "--to")) for t in targets]
+
+
+def iter_batch(
+    source: Source,
+    *,
+    targets: Optional[Sequence[str]] = None,
+    default_provider: str = "openai",
+    max_prompt_chars: int = 1_000_000,
+) -> Iterator[Union[BatchLine, InvalidLine]]:
+    """Each non-blank line of `source` (a path, or an iterable of lines) as valid or invalid.
+
+    A list of lines can be read twice; a path is re-opened each time. Any
+    other iterable is read once, so callers that need two passes pass a list.
+    """
+    targets = list(targets or [])
+    seen: Dict[str, int] = {}
+    for line_no, raw in _numbered_lines(source):
+        item = _parse_line(line_no, raw, targets, default_provider, max_prompt_chars)
+        if isinstance(item, BatchLine):
+            first = seen.setdefault(item.custom_id, line_no)
+            if first != line_no:
+                item = InvalidLine(line_no, f"duplicate custom_id {item.custom_id!r} (first on line {first})")
+        if item is not None:
+            yield item
+
+
+def _numbered_lines(source: Source) -> Iterator[tuple]:
+    if isinstance(source, (str, Path)):
+        # Binary, decoded per line: one bad byte is one bad line, not a crash.
+        with open(source, "rb") as fh:
+            yield from enumerate(fh, 1)
+    else:
+        yield from enumerate(source, 1)
+
+
+def _parse_line(
+    line_no: int, raw: Union[str, bytes], targets: List[str], default_provider: str, max_prompt_chars: int
+) -> Union[BatchLine, InvalidLine, None]:
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return InvalidLine(line_no, f"not UTF-8 ({exc.reason} at byte {exc.start})")
+    if not raw.strip():
+        return None
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        return InvalidLine(line_no, f"invalid JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})")
+    if not isinstance(obj, dict):
+        return InvalidLine(line_no, f"a line must be a JSON object, not {type(obj).__name__}")
+    custom_id = obj.get("custom_id")
+    if custom_id is None:
+        return InvalidLine(line_no, "custom_id is missing")
+    if not isinstance(custom_id, str) or not custom_id.strip() or len(custom_id) > 512:
+        return InvalidLine(line_no, "custom_id must be a non-empty string of at most 512 chars")
+    openai_form = bool(_OPENAI_KEYS & (set(obj) - {"custom_id"}))
+    try:
+        if openai_form:
+            spec = _openai_spec(obj, targets, default_provider, line_no, max_prompt_chars)
+        else:
+            spec = _plain_spec(obj, targets, line_no, max_prompt_chars)
+    except _LineError as exc:
+        return InvalidLine(line_no, str(exc))
+    return BatchLine(line_no, custom_id, spec)
+
+
+class _LineError(ValueError):
+    pass
+
+
+def _openai_spec(obj: Dict[str, Any], targets: List[str], default_provider: str, line_no: int,
+                 max_chars: int) -> Dict[str, Any]:
+    unknown = sorted(set(obj) - _OPENAI_KEYS)
+    if unknown:
+        raise _LineError(f"unknown field {unknown[0]!r} in an OpenAI batch line")
+    if obj.get("method") != "POST":
+        raise _LineError(f"method must be \"POST\", got {obj.get('method')!r}")
+    if obj.get("url") != OPENAI_URL:
+        raise _LineError(f"url must be {OPENAI_URL!r} (only chat completions are supported), got {obj.get('url')!r}")
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        raise _LineError("body must be an object")
+    if "messages" not in body:
+        raise _LineError("body.messages is missing")
+    if body.get("stream"):
+        raise _LineError("body.stream: a batch line cannot stream")
+    n = body.get("n")
+    if n not in (None, 1):
+        raise _LineError("body.n: only one choice per line is supported")
+    model = body.get("model")
+    if not targets:
+        if not isinstance(model, str) or not model.strip():
+            raise _LineError("body.model is missing (or give --to)")
+        line_targets: Any = [f"{default_provider}:{model}"]
+    else:
+        line_targets = targets
+    parameters = {k: v for k, v in body.items() if k not in _BODY_RESERVED and k != "n"}
+    return _spec(
+        line_no, max_chars, renames={"parameters": "body", "messages": "body.messages", "targets[0]": "body.model"},
+        targets=line_targets, messages=body["messages"], parameters=parameters, custom_id=obj["custom_id"],
+    )
+
+
+def _plain_spec(obj: Dict[str, Any], targets: List[str], line_no: int, max_chars: int) -> Dict[str, Any]:
+    unknown = sorted(set(obj) - _PLAIN_KEYS)
+    if unknown:
+        raise _LineError(f"unknown field {unknown[0]!r} (a plain line has {', '.join(sorted(_PLAIN_KEYS))})")
+    if obj.get("prompt") is None and obj.get("messages") is None:
+        raise _LineError("prompt is missing (give prompt or messages)")
+    line_targets = obj.get("targets", targets) or None
+    if line_targets is None:
+        raise _LineError("no targets: give --to or a targets field")
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _LineError("metadata must be an object")
+    return _spec(
+        line_no, max_chars, renames={"system_prompt": "system"},
+        targets=line_targets, prompt=obj.get("prompt"), messages=obj.get("messages"),
+        system_prompt=obj.get("system"), parameters=obj.get("parameters"), metadata=metadata,
+        max_retries=obj.get("max_retries"), custom_id=obj["custom_id"],
+    )
+
+
+def _spec(line_no: int, max_chars: int, renames: Dict[str, str], metadata: Optional[Dict[str, Any]] = None,
+          **fields: Any) -> Dict[str, Any]:
+    """Build and validate the job spec, naming fields as the line spells them."""
+    try:
+        spec = JobSpec.create(
+            job_id=_PLACEHOLDER_ID, batch_id=_PLACEHOLDER_ID, max_prompt_chars=max_chars,
+            metadata={**(metadata or {}), LINE_KEY: line_no}, **fields,
+        )
+        # Type errors in parameters would otherwise surface only on a worker,
+        # as an `invalid` failure, after the whole file was accepted.
+        validate_parameters(spec.parameters)
+    except JobValidationError as exc:
+        message = str(exc)[len(exc.field) + 2:]
+        raise _LineError(f"{_rename(exc.field, renames)}: {message}") from None
+    except ProviderError as exc:
+        raise _LineError(f"{renames.get('parameters', 'parameters')}: {exc}") from None
+    data = spec.to_dict()
+    del data["id"], data["batch_id"]
+    return data
+
+
+def _rename(field_name: str, renames: Dict[str, str]) -> str:
+    for ours, theirs in renames.items():
+        if field_name == ours or field_name.startswith(ours + ".") or field_name.startswith(ours + "["):
+            return theirs + field_name[len(ours):]
+    return field_name
