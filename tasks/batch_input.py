@@ -48,7 +48,7 @@ Source = Union[str, Path, Iterable[Union[str, bytes]]]
 
 @dataclass(frozen=True)
 class BatchLine:
-    """A valid line: its number, its custom_id, and the job spec (without id or batch_id)."""
+    """A valid line: its number, its custom_id, and the job spec (id and batch_id still to fill in)."""
 
     line_no: int
     custom_id: str
@@ -214,9 +214,8 @@ def _spec(line_no: int, max_chars: int, renames: Dict[str, str], metadata: Optio
         raise _LineError(f"{_rename(exc.field, renames)}: {message}") from None
     except ProviderError as exc:
         raise _LineError(f"{renames.get('parameters', 'parameters')}: {exc}") from None
-    data = spec.to_dict()
-    del data["id"], data["batch_id"]
-    return data
+    # The placeholders keep to_dict's key order; the submitter overwrites them.
+    return spec.to_dict()
 
 
 def _rename(field_name: str, renames: Dict[str, str]) -> str:

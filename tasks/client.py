@@ -138,8 +138,13 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            for _ in self.events(job_id, timeout=remaining):
-                pass
+            try:
+                for _ in self.events(job_id, timeout=remaining):
+                    pass
+            except TimeoutError:
+                record = self.store.get(job_id)
+                status = record.status.value if record else "unknown"
+                raise TimeoutError(f"job {job_id} still {status} after {timeout}s") from None
             record = self.store.get(job_id)
             if record is None:
                 raise JobNotFound(job_id)

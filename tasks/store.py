@@ -288,12 +288,16 @@ class JobStore:
             )
         )
 
-    def cancel(self, job_id: str, batch_id: Optional[str] = None) -> str:
+    def cancel(self, job_id: str, batch_id: Optional[str] = None, pipe: Any = None) -> Optional[str]:
+        """'cancelled', 'requested' (running), 'missing' or the final status; None when queued on `pipe`."""
         batch_key, has_batch = self._batch_key(batch_id)
         result = self._cancel(
             keys=[self.keys.job(job_id), self.keys.inflight, batch_key, self.keys.attempts(job_id), self.keys.seq(job_id)],
             args=[time.time(), job_id, has_batch, self.result_ttl_s],
+            client=pipe,
         )
+        if pipe is not None:
+            return None
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def get(self, job_id: str) -> Optional[JobRecord]:
@@ -410,9 +414,13 @@ class JobStore:
             )
         return claimed
 
-    def release(self, job_id: str, token: str) -> bool:
-        """After a reaped job was re-published: out of inflight, the broker holds it."""
-        return bool(self._release(keys=[self.keys.job(job_id), self.keys.inflight], args=[token, job_id]))
+    def release(self, job_id: str, token: str, pipe: Any = None) -> bool:
+        """After a reaped job was re-published: out of inflight, the broker holds it.
+
+        With `pipe`, the call is queued on that pipeline (its answer comes
+        from `pipe.execute()`; this returns True).
+        """
+        return bool(self._release(keys=[self.keys.job(job_id), self.keys.inflight], args=[token, job_id], client=pipe))
 
 
     def requeue_failed(self, job_id: str, token: str, batch_id: Optional[str]) -> bool:

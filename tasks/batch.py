@@ -1,0 +1,181 @@
+"""Batches: a JSONL file of prompts in, one job per line, counters, results out.
+
+    sub = submit_batch(client, "prompts.jsonl", targets=["openai:gpt-4o-mini", "ollama:llama3.2"])
+    batch_status(client, sub.batch_id)      # counters as the workers keep them
+    for line in iter_results(client, sub.batch_id): ...   # OpenAI Batch output lines
+    cancel_batch(client, sub.batch_id)      # what has not started never will
+
+A batch is the hash `Keys.batch(id)` (the workers' counters, plus what
+this module writes: total, created_at, input, targets, submit_state) and
+the list `Keys.batch_jobs(id)` of job ids in input order. A job's id is
+derived from the batch id and its line's `custom_id`, so submitting the same
+file again with the same batch id finds the records it made before, sends
+nothing for them, and sends only the lines that are missing: an interrupted
+submission is resumed, never doubled.
+
+Line parsing lives in `tasks.batch_input`, bulk sending in
+`tasks.batch_submit`, result lines in `tasks.batch_results`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .batch_input import BatchLine, InvalidLine, Source, iter_batch, parse_targets, source_name
+from .batch_results import BatchNotFinished, BatchNotFound, batch_status, iter_results, result_line, submission_stalled
+from .batch_submit import CHUNK_LINES, BatchBusyError, BulkSubmitter
+from .job import JobValidationError, Target
+
+__all__ = [
+    "BatchBusyError", "BatchInputError", "BatchNotFinished", "BatchNotFound", "BatchSubmission",
+    "batch_status", "cancel_batch", "iter_results", "job_id_for", "new_batch_id", "result_line", "submission_stalled",
+    "submit_batch",
+]
+
+# No ':' -- the list key is `<prefix>:batch:<id>:jobs`, and a batch named
+# "x:jobs" would otherwise share a key with batch "x".
+_BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+class BatchInputError(ValueError):
+    """The file was refused; `invalid` lists every bad line. Nothing was enqueued."""
+
+    def __init__(self, message: str, invalid: Sequence[InvalidLine] = (), source: str = "<lines>"):
+        self.invalid = list(invalid)
+        self.source = source
+        super().__init__(message)
+
+
+@dataclass
+class BatchSubmission:
+    """What `submit_batch` did. `skipped_existing` lines had a job already (a resumed run)."""
+
+    batch_id: str
+    submitted: int
+    skipped_existing: int
+    invalid: List[InvalidLine] = field(default_factory=list)
+    lines: int = 0  # valid lines in the file
+
+
+def new_batch_id() -> str:
+    return f"batch_{uuid.uuid4().hex}"
+
+
+def check_batch_id(batch_id: str) -> str:
+    if not isinstance(batch_id, str) or not _BATCH_ID_RE.match(batch_id):
+        raise JobValidationError(
+            "batch_id", "must be 1-100 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)"
+        )
+    return batch_id
+
+
+def job_id_for(batch_id: str, custom_id: str) -> str:
+    """The job id of one line: stable, so a resubmitted line finds its record."""
+    return f"{batch_id}-{hashlib.sha1(custom_id.encode('utf-8')).hexdigest()[:20]}"
+
+
+def submit_batch(
+    client: Any,
+    lines_or_path: Source,
+    targets: Optional[Sequence[str]] = None,
+    batch_id: Optional[str] = None,
+    skip_invalid: bool = False,
+    *,
+    default_provider: str = "openai",
+    source: Optional[str] = None,
+    on_progress: Optional[Callable[[int, int, int], None]] = None,
+    on_validated: Optional[Callable[[str, int], None]] = None,
+    chunk_lines: int = CHUNK_LINES,
+) -> BatchSubmission:
+    """Validate the whole input, then enqueue every valid line as one job of the batch.
+
+    Raises `BatchInputError` (nothing enqueued) if any line is bad, unless
+    `skip_invalid`; `JobValidationError` for a bad target or batch id;
+    `BatchBusyError` if the same batch is being submitted elsewhere.
+    `on_validated(batch_id, lines)` runs once the file passed, before
+    anything is sent; `on_progress(lines_done, lines, sent)` after each chunk.
+    """
+    targets = parse_targets(targets or [])
+    default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
+    batch_id = check_batch_id(batch_id) if batch_id else new_batch_id()
+    if not isinstance(lines_or_path, (str, Path, list, tuple)):
+        lines_or_path = list(lines_or_path)  # read twice below: validate, then send
+    name = source or source_name(lines_or_path)
+    options = dict(targets=targets, default_provider=default_provider,
+                   max_prompt_chars=client.settings.max_prompt_chars)
+
+    invalid: List[InvalidLine] = []
+    chains: Dict[str, None] = {}
+    valid = 0
+    for item in iter_batch(lines_or_path, **options):
+        if isinstance(item, InvalidLine):
+            invalid.append(item)
+            continue
+        valid += 1
+        if len(chains) < 20:
+            chains.setdefault(",".join(item.spec["targets"]), None)
+    if invalid and not skip_invalid:
+        raise BatchInputError(f"{name}: {len(invalid)} invalid line(s); nothing was enqueued", invalid, name)
+    if not valid:
+        raise BatchInputError(f"{name}: no valid line to submit", invalid, name)
+    if on_validated:
+        on_validated(batch_id, valid)
+
+    submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines)
+    submitter.claim()
+    now = time.time()
+    pipe = client.redis.pipeline(transaction=True)
+    pipe.hsetnx(submitter.batch_key, "created_at", now)
+    pipe.hset(submitter.batch_key, mapping={
+        "input": name, "targets": json.dumps(targets or list(chains)), "lines": valid,
+        "invalid": len(invalid), "submit_state": "submitting",
+    })
+    pipe.execute()
+    done = sent_total = 0
+
+    def progress(chunk: int, sent: int) -> None:
+        nonlocal done, sent_total
+        done += chunk
+        sent_total += sent
+        if on_progress:
+            on_progress(done, valid, sent_total)
+
+    try:
+        valid_lines = (i for i in iter_batch(lines_or_path, **options) if isinstance(i, BatchLine))
+        sent, existing = submitter.run(valid_lines, job_id=lambda cid: job_id_for(batch_id, cid), on_chunk=progress)
+        client.redis.hset(submitter.batch_key, mapping={"submit_state": "complete", "submitted_at": time.time()})
+    finally:
+        try:
+            submitter.unclaim()
+        except Exception:  # Redis gone: the claim lapses by itself
+            pass
+    return BatchSubmission(batch_id, sent, existing, invalid, valid)
+
+
+def cancel_batch(client: Any, batch_id: str, chunk: int = 1000) -> Dict[str, int]:
+    """Cancel every job not started yet; count outcomes by the store's answer.
+
+    Queued and retrying jobs are cancelled (their messages are dropped when
+    a worker sees them). Running ones are left to finish; the store flags
+    them, but only a streaming job stops early, and batch jobs do not stream.
+    """
+    batch_status(client, batch_id)  # BatchNotFound for a typo, not "0 cancelled"
+    list_key = client.keys.batch_jobs(batch_id)
+    counts: Dict[str, int] = {}
+    for start in range(0, client.redis.llen(list_key), chunk):
+        ids = [i.decode() for i in client.redis.lrange(list_key, start, start + chunk - 1)]
+        pipe = client.redis.pipeline(transaction=False)
+        for job_id in ids:
+            client.store.cancel(job_id, batch_id, pipe=pipe)
+        for outcome in pipe.execute():
+            word = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+            word = "running" if word == "requested" else word
+            counts[word] = counts.get(word, 0) + 1
+    # No `cancelled` event per job: batch jobs do not stream, and a follower
+    # of one reads the final record within a second anyway (Client.events).
+    return counts

@@ -1,0 +1,158 @@
+"""Reading a batch back: its counters, and one OpenAI Batch output line per job.
+
+Output lines follow the OpenAI Batch API's output format, so tools written
+for it read ours unchanged, plus a `promptq` object saying who answered::
+
+    {"id": JOB_ID, "custom_id": "r1",
+     "response": {"status_code": 200, "request_id": JOB_ID,
+                  "body": {"id": "chatcmpl-JOB_ID", "object": "chat.completion", "created": 1718000000,
+                           "model": "gpt-4o-mini", "choices": [{"index": 0, "message": {"role": "assistant",
+                           "content": "..."}, "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}},
+     "error": null,
+     "promptq": {"provider": "openai", "model": "gpt-4o-mini", "attempts": 1, "status": "succeeded"}}
+
+A failed or cancelled job has `"response": null` and `"error": {"code":
+<error category, or "cancelled">, "message": ...}`. With `partial=True`, a
+job not finished yet gets `"error": {"code": "not_finished", ...}` (its
+status is in `promptq.status`); a record that expired (`result_ttl_s`) gets
+`"code": "expired"` and, its spec being gone, `"custom_id": null`. So every
+job of the batch is answered exactly once, in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+#: Counters the workers and the store's scripts keep in the batch hash.
+COUNTERS = ("total", "queued", "running", "waiting", "succeeded", "failed", "cancelled",
+            "retried", "failed_over", "recovered", "input_tokens", "output_tokens")
+#: A job in one of these states is done; `done == total` ends a batch.
+DONE_STATES = ("succeeded", "failed", "cancelled")
+#: Jobs read per pipelined round trip.
+READ_CHUNK = 1000
+
+
+class BatchNotFound(LookupError):
+    """No batch with this id (never submitted, or a typo)."""
+
+
+class BatchNotFinished(RuntimeError):
+    """Results were asked for before every job finished (and `partial` was not)."""
+
+    def __init__(self, status: Dict[str, Any]):
+        self.status = status
+        pending = status["total"] - status["done"]
+        where = "" if status["submit_state"] == "complete" else ", and its submission is not complete"
+        super().__init__(f"batch {status['batch_id']}: {pending} of {status['total']} job(s) not finished{where}")
+
+
+def batch_status(client: Any, batch_id: str) -> Dict[str, Any]:
+    """The batch's counters and description; `finished` once every job is done."""
+    raw = client.redis.hgetall(client.keys.batch(batch_id))
+    if not raw:
+        raise BatchNotFound(batch_id)
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    status: Dict[str, Any] = {"batch_id": batch_id}
+    for name in COUNTERS:
+        status[name] = int(fields.get(name) or 0)
+    status["done"] = sum(status[s] for s in DONE_STATES)
+    status["total_tokens"] = status["input_tokens"] + status["output_tokens"]
+    status["input"] = fields.get("input")
+    status["targets"] = json.loads(fields.get("targets") or "[]")
+    status["lines"] = int(fields.get("lines") or 0)
+    status["invalid"] = int(fields.get("invalid") or 0)
+    status["submit_state"] = fields.get("submit_state", "submitting")
+    status["submitting_until"] = float(fields.get("submitting_until") or 0)
+    for name in ("created_at", "submitted_at"):
+        status[name] = float(fields[name]) if fields.get(name) else None
+    status["finished"] = status["submit_state"] == "complete" and status["done"] >= status["total"]
+    return status
+
+
+def submission_stalled(status: Dict[str, Any], now: Optional[float] = None) -> bool:
+    """True when the submission stopped half way and nobody is resuming it."""
+    return status["submit_state"] != "complete" and status["submitting_until"] < (now or time.time())
+
+
+def iter_results(client: Any, batch_id: str, *, partial: bool = False, chunk: int = READ_CHUNK) -> Iterator[Dict[str, Any]]:
+    """One output line per job, in input order; `BatchNotFinished` first unless `partial`."""
+    status = batch_status(client, batch_id)
+    if not partial and not status["finished"]:
+        raise BatchNotFinished(status)
+    list_key = client.keys.batch_jobs(batch_id)
+    # LLEN once: the list only grows while a submission runs, and a
+    # partial read should answer what was listed when it started.
+    length = client.redis.llen(list_key)
+    for start in range(0, length, chunk):
+        ids = [i.decode() for i in client.redis.lrange(list_key, start, min(length, start + chunk) - 1)]
+        pipe = client.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(client.keys.job(job_id))
+            pipe.llen(client.keys.attempts(job_id))
+        replies = pipe.execute()
+        for n, job_id in enumerate(ids):
+            yield result_line(job_id, replies[2 * n], replies[2 * n + 1])
+
+
+def result_line(job_id: str, raw_fields: Dict[Any, Any], attempts: int) -> Dict[str, Any]:
+    """A job record (its raw hash) as one OpenAI Batch output line."""
+    f = {_text(k): _text(v) for k, v in raw_fields.items()}
+    if not f:
+        return _error_line(job_id, None, "expired", "no job record (it expired after result_ttl_s)",
+                           {"provider": None, "model": None, "attempts": attempts, "status": "expired"})
+    spec = json.loads(f.get("spec") or "{}")
+    status = f.get("status", "queued")
+    targets: List[str] = spec.get("targets") or []
+    index = int(f.get("target_index") or 0)
+    provider, _, model = (targets[index] if index < len(targets) else ":").partition(":")
+    meta = {"provider": provider or None, "model": model or None, "attempts": attempts, "status": status}
+    custom_id = spec.get("custom_id")
+    if status == "succeeded":
+        result = json.loads(f.get("result") or "{}")
+        meta["provider"] = (result.get("target") or "").partition(":")[0] or result.get("provider")
+        meta["model"] = result.get("model") or meta["model"]
+        return {"id": job_id, "custom_id": custom_id,
+                "response": {"status_code": 200, "request_id": job_id, "body": _completion(job_id, f, result)},
+                "error": None, "promptq": meta}
+    if status == "failed":
+        error = json.loads(f.get("error") or "{}")
+        return _error_line(job_id, custom_id, error.get("category") or "unknown", error.get("message") or "failed", meta)
+    if status == "cancelled":
+        error = json.loads(f.get("error") or "{}")
+        return _error_line(job_id, custom_id, "cancelled", error.get("message") or "cancelled before it ran", meta)
+    return _error_line(job_id, custom_id, "not_finished", f"the job is {status}", meta)
+
+
+def _completion(job_id: str, f: Dict[str, str], result: Dict[str, Any]) -> Dict[str, Any]:
+    usage = result.get("usage") or {}
+    prompt_tokens = usage.get("input_tokens") or 0
+    completion_tokens = usage.get("output_tokens") or 0
+    return {
+        "id": f"chatcmpl-{job_id}",
+        "object": "chat.completion",
+        "created": int(float(f.get("finished_at") or time.time())),
+        "model": result.get("model"),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": result.get("text")},
+            # OpenAI readers expect a string here; providers that report none stopped normally.
+            "finish_reason": result.get("finish_reason") or "stop",
+        }],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": usage.get("total_tokens") or prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _error_line(job_id: str, custom_id: Optional[str], code: str, message: str, meta: Dict[str, Any]) -> Dict[str, Any]:
+    return {"id": job_id, "custom_id": custom_id, "response": None,
+            "error": {"code": code, "message": message}, "promptq": meta}
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
