@@ -80,9 +80,16 @@ class MessageBuilder:
                 producer.maybe_declare(self.amqp.queues[name])
 
     def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str) -> str:
+        args = (job_id, spec)
+        kwargs = {"target_index": 0, "attempt": 1, "token": token}
         headers, properties, body, _ = self.amqp.as_task_v2(
-            job_id, TASK_NAME, args=(job_id, spec), kwargs={"target_index": 0, "attempt": 1, "token": token},
-            origin=self.origin, reply_to=self.reply_to, ignore_result=None,
+            job_id, TASK_NAME, args=args, kwargs=kwargs, origin=self.origin, reply_to=self.reply_to,
+            ignore_result=None,
+            # Celery's own saferepr costs more than everything else here put
+            # together (~70% of a submission). These strings are only shown
+            # by Flower; a plain repr cut to the same length serves as well.
+            argsrepr=_cut(repr(args), self.amqp.argsrepr_maxsize),
+            kwargsrepr=_cut(repr(kwargs), self.amqp.kwargsrepr_maxsize),
         )
         content_type, content_encoding, payload = kombu_dumps(body, serializer="json")
         properties.update(
@@ -191,6 +198,10 @@ class BulkSubmitter:
         if missing:
             self.messages.declare(missing)
             self._declared |= missing
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _chunks(items: Iterable[BatchLine], size: int) -> Iterator[List[BatchLine]]:

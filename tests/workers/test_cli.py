@@ -59,8 +59,12 @@ def test_exit_codes_for_failure_timeout_not_found_and_refusal(redis_server, fake
 
     # Nobody consumes openrouter in this module: the wait times out.
     out = promptq(redis_server, "submit", "--to", "openrouter:x/y", "waits forever")
-    out = promptq(redis_server, "result", out.stdout.strip(), "--wait", "--timeout", "1.5")
+    waiting_id = out.stdout.strip()
+    out = promptq(redis_server, "result", waiting_id, "--wait", "--timeout", "1.5")
     assert out.returncode == 3 and "after 1.5s" in out.stderr
+    assert promptq(redis_server, "cancel", waiting_id).stdout.strip() == "cancelled"
+    out = promptq(redis_server, "result", waiting_id)
+    assert out.returncode == 5
 
     out = promptq(redis_server, "result", "no-such-job")
     assert out.returncode == 4 and "no job no-such-job" in out.stderr

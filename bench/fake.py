@@ -1,0 +1,82 @@
+"""The fake OpenAI server the benchmark talks to, run in its own process.
+
+    python -m bench.fake --latency 0.2 --chunk-count 100 [--chunk-delay S] [--stamp] [--gevent]
+
+prints its base URL on the first line of stdout and serves until stdin is
+closed (or SIGTERM). It is `tests.fakes.FakeOpenAI` (the wire format the
+tests trust), with two bench-only changes:
+
+* `--stamp` replaces the text of each streamed piece with the wall-clock
+  time it was written to the socket, `[<time.time()>]`, so a subscriber can
+  measure send -> receive latency of every chunk across processes (one host,
+  one clock).
+* a listen backlog of 1024 instead of socketserver's 5, so 500 connections
+  opened at once are not dropped and retried by TCP (a harness artefact that
+  would otherwise show up as a 1 s or 3 s stall in the worker's numbers).
+
+Running it in its own process keeps its CPU and GIL apart from the driver's.
+`--gevent` serves each connection on a greenlet instead of an OS thread
+(cheaper at hundreds of connections); the protocol is unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import sys
+import time
+
+KEY = "sk-bench-0123456789abcdef"
+
+
+def build(stamp: bool):
+    from tests.fakes.listener import Listener
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.fakes.wire import sse
+
+    Listener.request_queue_size = 1024
+
+    class BenchOpenAI(FakeOpenAI):
+        def __init__(self, *, stamp: bool = False, **kwargs):
+            super().__init__(**kwargs)
+            self.stamp = stamp
+
+        def stream_piece(self, ex, index, text):
+            if self.stamp:
+                text = "[%.6f]" % time.time()
+            return sse(self.chunk(ex, [self.choice({"content": text})]))
+
+        def _dispatch(self, *args, **kwargs):
+            super()._dispatch(*args, **kwargs)
+            # Keep memory flat over 100,000 requests: the bench never reads them.
+            with self._lock:
+                if len(self._requests) > 1000:
+                    del self._requests[:-100]
+
+    return BenchOpenAI
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.fake")
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--chunk-count", type=int, default=None)
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument("--stamp", action="store_true")
+    parser.add_argument("--gevent", action="store_true")
+    args = parser.parse_args(argv)
+    if args.gevent:
+        from gevent import monkey
+
+        monkey.patch_all()
+    cls = build(args.stamp)
+    server = cls(api_key=KEY, latency_s=args.latency, chunk_count=args.chunk_count,
+                 chunk_delay_s=args.chunk_delay, stamp=args.stamp).start()
+    print(server.base_url, flush=True)
+    # select (patched under gevent) so the hub keeps serving while we wait.
+    select.select([sys.stdin], [], [])
+    server.stop(timeout=2.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
