@@ -8,6 +8,7 @@ threads, instead of leaking them or blocking on a hung one.
 
 from __future__ import annotations
 
+import sys
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,13 @@ class Listener(ThreadingHTTPServer):
         self.live_sockets: set = set()
         self.live_threads: set = set()
         super().__init__(("127.0.0.1", 0), Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        # A client resetting a keep-alive connection (after closing a stream
+        # early, or on its own error) is normal; anything else is printed.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
 
     def process_request_thread(self, request, client_address):  # runs in the handler thread
         with self.live_lock:
