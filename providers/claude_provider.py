@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from .base import Message, ProviderResult, ProviderStream, Usage, build_messages, timed
+from .base import Message, ProviderResult, Usage, build_messages
 from .error_handling import ErrorCategory, ProviderError, malformed
 from .http_base import HTTPProvider
 from .params import anthropic_params
-from .streaming_utils import ClaudeStreamParser, in_band_error, int_or_none, stream_result
+from .streaming_utils import ClaudeStreamParser, StreamParser, in_band_error, int_or_none
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -47,6 +47,10 @@ class ClaudeProvider(HTTPProvider):
         self.anthropic_beta = self.config.get("anthropic_beta")
         # The SDKs' base URL has no /v1; accept one that does rather than 404.
         self.messages_path = "messages" if self.base_url.endswith("/v1") else "v1/messages"
+
+    @property
+    def request_path(self) -> str:
+        return self.messages_path
 
     def headers(self) -> Dict[str, str]:
         headers = super().headers()
@@ -87,7 +91,7 @@ class ClaudeProvider(HTTPProvider):
         payload["stream"] = stream
         return payload
 
-    def parse_message(self, data: Dict[str, Any], requested_model: str, latency_s: float) -> ProviderResult:
+    def parse_response(self, data: Dict[str, Any], requested_model: str, latency_s: float) -> ProviderResult:
         if data.get("type") == "error" or data.get("error") is not None:
             raise in_band_error(data, self.name)
         content = data.get("content")
@@ -110,39 +114,8 @@ class ClaudeProvider(HTTPProvider):
             latency_s=latency_s,
         )
 
-    def complete(
-        self,
-        model: str,
-        prompt: Optional[str] = None,
-        system_prompt: Optional[str] = None,
-        parameters: Optional[Dict[str, Any]] = None,
-        *,
-        messages: Optional[List[Message]] = None,
-    ) -> ProviderResult:
-        self.require_key()
-        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
-        elapsed_s = timed()
-        response = self.post(self.messages_path, payload)
-        return self.parse_message(self.json_body(response), model, elapsed_s())
-
-    def stream(
-        self,
-        model: str,
-        prompt: Optional[str] = None,
-        system_prompt: Optional[str] = None,
-        parameters: Optional[Dict[str, Any]] = None,
-        *,
-        messages: Optional[List[Message]] = None,
-    ) -> ProviderStream:
-        self.require_key()
-        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=True)
-        return ProviderStream(self._stream(payload, model))
-
-    def _stream(self, payload: Dict[str, Any], model: str):
-        elapsed_s = timed()
-        response = self.post(self.messages_path, payload, stream=True)
-        parser = ClaudeStreamParser(self.name)
-        return (yield from stream_result(self.iter_bytes(response), parser, self.name, model, elapsed_s))
+    def stream_parser(self) -> StreamParser:
+        return ClaudeStreamParser(self.name)
 
 
 def _system_text(message: Message) -> str:

@@ -33,9 +33,10 @@ import logging
 import re
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import requests
 
@@ -494,6 +495,17 @@ class ErrorClassifier:
             retryable=True,
             provider_message=str(error) or None,
         )
+
+
+@contextmanager
+def map_request_errors(provider: str) -> Iterator[None]:
+    """Turn any `requests` failure inside the block into a `ProviderError`."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except requests.RequestException as exc:
+        raise ErrorClassifier.classify_request_error(exc, provider) from None
 
 
 def malformed(provider: str, what: str) -> ProviderError:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Optional, Tuple, TypeGuard, Union
 
 from .backoff import retry_delay_s
 from .base import ProviderResult, ProviderStream
@@ -209,23 +209,16 @@ class FallbackChain:
 
     def _run(self, call: Callable[[ChainEntry, str], Any], model: Optional[str]) -> Any:
         errors: List[Tuple[str, BaseException]] = []
-        for entry, bypass in self._admitted(errors):
-            for attempt in range(1, self.max_retries + 2):
-                if attempt > 1 and not bypass and not self.health.allow_request(entry.name):
-                    errors.append((entry.name, self.health.circuit_open_error(entry.name)))
-                    break
-                started = time.monotonic()
-                try:
-                    result = call(entry, entry.model_for(model))
-                except Exception as exc:  # every failure, classified or not, moves the chain on
-                    self.health.record_failure(entry.name, exc)
-                    errors.append((entry.name, exc))
-                    logger.warning("provider %s failed (attempt %d): %r", entry.name, attempt, exc)
-                    if not self._wait_before_retry(exc, attempt):
-                        break
-                    continue
-                self.health.record_success(entry.name, time.monotonic() - started)
-                return result
+        for entry, attempt in self._attempts(errors):
+            started = time.monotonic()
+            try:
+                result = call(entry, entry.model_for(model))
+            except Exception as exc:  # every failure, classified or not, moves the chain on
+                self.health.record_failure(entry.name, exc)
+                self._failed(errors, entry, exc, attempt, "provider %s failed (attempt %d): %r")
+                continue
+            self.health.record_success(entry.name, time.monotonic() - started)
+            return result
         raise self._failure(errors)
 
     # --- streamed -------------------------------------------------------------
@@ -266,39 +259,30 @@ class FallbackChain:
         self, open_stream: Callable[[ChainEntry, str], Iterator[str]], model: Optional[str]
     ) -> Generator[str, None, Optional[ProviderResult]]:
         errors: List[Tuple[str, BaseException]] = []
-        for entry, bypass in self._admitted(errors):
-            for attempt in range(1, self.max_retries + 2):
-                if attempt > 1 and not bypass and not self.health.allow_request(entry.name):
-                    errors.append((entry.name, self.health.circuit_open_error(entry.name)))
-                    break
-                started = time.monotonic()
-                yielded = False
-                chunks: Optional[Iterator[str]] = None
-                try:
-                    chunks = open_stream(entry, entry.model_for(model))
-                    for chunk in chunks:
-                        yielded = True
-                        yield chunk
-                except Exception as exc:
-                    self.health.record_failure(entry.name, exc)
-                    if yielded:
-                        # The caller already holds part of this answer; another
-                        # provider's text must not be appended to it.
-                        logger.warning("provider %s failed mid-stream: %r", entry.name, exc)
-                        raise
-                    errors.append((entry.name, exc))
-                    logger.warning(
-                        "provider %s failed before streaming (attempt %d): %r", entry.name, attempt, exc
-                    )
-                    if not self._wait_before_retry(exc, attempt):
-                        break
-                    continue
-                finally:
-                    close = getattr(chunks, "close", None)
-                    if callable(close):
-                        close()
-                self.health.record_success(entry.name, time.monotonic() - started)
-                return getattr(chunks, "result", None)
+        for entry, attempt in self._attempts(errors):
+            started = time.monotonic()
+            yielded = False
+            chunks: Optional[Iterator[str]] = None
+            try:
+                chunks = open_stream(entry, entry.model_for(model))
+                for chunk in chunks:
+                    yielded = True
+                    yield chunk
+            except Exception as exc:
+                self.health.record_failure(entry.name, exc)
+                if yielded:
+                    # The caller already holds part of this answer; another
+                    # provider's text must not be appended to it.
+                    logger.warning("provider %s failed mid-stream: %r", entry.name, exc)
+                    raise
+                self._failed(errors, entry, exc, attempt, "provider %s failed before streaming (attempt %d): %r")
+                continue
+            finally:
+                close = getattr(chunks, "close", None)
+                if callable(close):
+                    close()
+            self.health.record_success(entry.name, time.monotonic() - started)
+            return getattr(chunks, "result", None)
         raise self._failure(errors)
 
     # --- shared ---------------------------------------------------------------
@@ -321,12 +305,33 @@ class FallbackChain:
             for entry in skipped:
                 yield entry, True
 
-    def _wait_before_retry(self, exc: BaseException, attempt: int) -> bool:
-        """Sleep before an in-process retry of the same entry; False when none is due."""
-        if attempt > self.max_retries or not (isinstance(exc, ProviderError) and exc.retryable):
-            return False
-        self._sleep(retry_delay_s(exc, attempt, cap_s=self.retry_cap_s))
-        return True
+    def _attempts(self, errors: List[Tuple[str, BaseException]]) -> Iterator[Tuple[ChainEntry, int]]:
+        """Every (entry, attempt number) to try, in order; skips go to `errors`.
+
+        The caller stops at a success and reports each failure with `_failed`
+        before taking the next pair: the same entry again only while a retry
+        is due and its circuit still admits it.
+        """
+        for entry, bypass in self._admitted(errors):
+            for attempt in range(1, self.max_retries + 2):
+                if attempt > 1 and not bypass and not self.health.allow_request(entry.name):
+                    errors.append((entry.name, self.health.circuit_open_error(entry.name)))
+                    break
+                yield entry, attempt
+                if not self._retry_due(errors[-1][1], attempt):
+                    break
+
+    def _failed(self, errors: List[Tuple[str, BaseException]], entry: ChainEntry, exc: BaseException,
+                attempt: int, log: str) -> None:
+        """Record a failed attempt; sleep first when the same entry is retried."""
+        errors.append((entry.name, exc))
+        logger.warning(log, entry.name, attempt, exc)
+        if self._retry_due(exc, attempt):
+            self._sleep(retry_delay_s(exc, attempt, cap_s=self.retry_cap_s))
+
+    def _retry_due(self, exc: BaseException, attempt: int) -> TypeGuard[ProviderError]:
+        """Whether a failed attempt is retried in-process on the same entry."""
+        return attempt <= self.max_retries and isinstance(exc, ProviderError) and exc.retryable
 
     def _failure(self, errors: List[Tuple[str, BaseException]]) -> AllProvidersFailed:
         all_open = bool(errors) and not self.try_when_all_open and all(

@@ -1,36 +1,31 @@
-"""The HTTP half of a provider: one pooled session, timeouts, error mapping.
+"""The HTTP half of a provider: one pooled session, timeouts, error mapping,
+and the one request/response flow every HTTP provider shares.
 
 Every `requests` exception and every non-2xx response a provider sees passes
-through `map_request_errors` or `HTTPProvider.post`, so each provider
-translates its failures in exactly one place (httpx's
-`map_httpcore_exceptions` is the model).
+through `map_request_errors` (defined in error_handling, re-exported here) or
+`HTTPProvider.post`, so each provider translates its failures in exactly one
+place (httpx's `map_httpcore_exceptions` is the model).
+
+`HTTPProvider.complete` and `stream` are written once, here; a provider
+supplies only what differs: `request_path`, `build_payload`,
+`parse_response` and `stream_parser`.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional
+from abc import abstractmethod
+from typing import Any, Dict, Generator, Iterator, List, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from .base import LLMProvider, resolve_setting
-from .error_handling import ErrorClassifier, ProviderError, malformed
+from .base import LLMProvider, Message, ProviderResult, ProviderStream, resolve_setting, timed
+from .error_handling import ErrorClassifier, malformed, map_request_errors
+from .streaming_utils import StreamParser, stream_result
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 120.0
-
-
-@contextmanager
-def map_request_errors(provider: str) -> Iterator[None]:
-    """Turn any `requests` failure inside the block into a `ProviderError`."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except requests.RequestException as exc:
-        raise ErrorClassifier.classify_request_error(exc, provider) from None
 
 
 def normalize_base_url(url: str) -> str:
@@ -109,6 +104,69 @@ class HTTPProvider(LLMProvider):
         if not isinstance(data, dict):
             raise malformed(self.name, f"body is {type(data).__name__}, expected an object")
         return data
+
+    # --- what a subclass supplies ----------------------------------------------
+
+    #: Where `complete` and `stream` POST, relative to `base_url`.
+    request_path: str = ""
+
+    @abstractmethod
+    def build_payload(
+        self,
+        model: str,
+        prompt: Optional[str],
+        system_prompt: Optional[str],
+        parameters: Optional[Dict[str, Any]],
+        messages: Optional[List[Message]],
+        *,
+        stream: bool,
+    ) -> Dict[str, Any]:
+        """The JSON body of one call; caller mistakes raise here."""
+
+    @abstractmethod
+    def parse_response(self, data: Dict[str, Any], requested_model: str, latency_s: float) -> ProviderResult:
+        """A non-streamed answer's JSON body as a `ProviderResult`."""
+
+    @abstractmethod
+    def stream_parser(self) -> StreamParser:
+        """A fresh parser for one streamed answer."""
+
+    # --- the LLMProvider interface -----------------------------------------
+
+    def complete(
+        self,
+        model: str,
+        prompt: Optional[str] = None,
+        system_prompt: Optional[str] = None,
+        parameters: Optional[Dict[str, Any]] = None,
+        *,
+        messages: Optional[List[Message]] = None,
+    ) -> ProviderResult:
+        self.require_key()
+        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
+        elapsed_s = timed()
+        response = self.post(self.request_path, payload)
+        return self.parse_response(self.json_body(response), model, elapsed_s())
+
+    def stream(
+        self,
+        model: str,
+        prompt: Optional[str] = None,
+        system_prompt: Optional[str] = None,
+        parameters: Optional[Dict[str, Any]] = None,
+        *,
+        messages: Optional[List[Message]] = None,
+    ) -> ProviderStream:
+        # Caller mistakes (no key, bad parameters) raise here, at the call;
+        # the request itself is sent when iteration starts.
+        self.require_key()
+        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=True)
+        return ProviderStream(self._stream(payload, model))
+
+    def _stream(self, payload: Dict[str, Any], model: str) -> Generator[str, None, ProviderResult]:
+        elapsed_s = timed()
+        response = self.post(self.request_path, payload, stream=True)
+        return (yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s))
 
     def close(self) -> None:
         self.session.close()

@@ -23,11 +23,11 @@ from typing import Any, Dict, List, Optional
 
 import requests
 
-from .base import Message, ProviderResult, ProviderStream, build_messages, timed
+from .base import Message, ProviderResult, build_messages
 from .error_handling import ErrorCategory, ProviderError, malformed
 from .http_base import HTTPProvider
 from .params import ollama_params
-from .streaming_utils import OllamaStreamParser, stream_result
+from .streaming_utils import OllamaStreamParser, StreamParser
 
 
 # Ollama's own wording for failures the status alone misfiles: a 429 asking
@@ -64,6 +64,7 @@ class OllamaProvider(HTTPProvider):
     needs_key = False
     base_url_env_var = "OLLAMA_HOST"
     default_base_url = "http://127.0.0.1:11434"
+    request_path = "api/chat"
 
     def __init__(self, config: Optional[Dict[str, Any]] = None):
         super().__init__(config)
@@ -105,40 +106,13 @@ class OllamaProvider(HTTPProvider):
             payload["options"] = options
         return payload
 
-    def complete(
-        self,
-        model: str,
-        prompt: Optional[str] = None,
-        system_prompt: Optional[str] = None,
-        parameters: Optional[Dict[str, Any]] = None,
-        *,
-        messages: Optional[List[Message]] = None,
-    ) -> ProviderResult:
-        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
-        elapsed_s = timed()
-        response = self.post("api/chat", payload)
-        data = self.json_body(response)
+    def parse_response(self, data: Dict[str, Any], requested_model: str, latency_s: float) -> ProviderResult:
         # A non-streamed answer is the stream's one and final line.
-        parser = OllamaStreamParser(self.name)
+        parser = self.stream_parser()
         delta = parser.parse_event(data)
         if not delta.done:
             raise malformed(self.name, "non-streamed answer without done: true")
-        return parser.result(delta.content, self.name, model, elapsed_s())
+        return parser.result(delta.content, self.name, requested_model, latency_s)
 
-    def stream(
-        self,
-        model: str,
-        prompt: Optional[str] = None,
-        system_prompt: Optional[str] = None,
-        parameters: Optional[Dict[str, Any]] = None,
-        *,
-        messages: Optional[List[Message]] = None,
-    ) -> ProviderStream:
-        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=True)
-        return ProviderStream(self._stream(payload, model))
-
-    def _stream(self, payload: Dict[str, Any], model: str):
-        elapsed_s = timed()
-        response = self.post("api/chat", payload, stream=True)
-        parser = OllamaStreamParser(self.name)
-        return (yield from stream_result(self.iter_bytes(response), parser, self.name, model, elapsed_s))
+    def stream_parser(self) -> StreamParser:
+        return OllamaStreamParser(self.name)

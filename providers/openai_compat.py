@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from .base import Message, ProviderResult, ProviderStream, Usage, build_messages, timed
+from .base import Message, ProviderResult, Usage, build_messages
 from .error_handling import malformed
 from .http_base import HTTPProvider
 from .params import openai_chat_params
-from .streaming_utils import OpenAIStreamParser, StreamParser, in_band_error, int_or_none, stream_result
+from .streaming_utils import OpenAIStreamParser, StreamParser, in_band_error, int_or_none
 
 
 def _text_of(content: Any) -> Optional[str]:
@@ -41,6 +41,10 @@ class OpenAICompatProvider(HTTPProvider):
     supports_top_k = True
     #: Ask for the final usage chunk when streaming.
     include_usage = True
+
+    @property
+    def request_path(self) -> str:
+        return self.chat_path
 
     def headers(self) -> Dict[str, str]:
         headers = super().headers()
@@ -79,7 +83,7 @@ class OpenAICompatProvider(HTTPProvider):
 
     # --- response ------------------------------------------------------------
 
-    def parse_completion(self, data: Dict[str, Any], requested_model: str, latency_s: float) -> ProviderResult:
+    def parse_response(self, data: Dict[str, Any], requested_model: str, latency_s: float) -> ProviderResult:
         if data.get("error") is not None:
             raise in_band_error(data, self.name)
         choices = data.get("choices")
@@ -111,40 +115,3 @@ class OpenAICompatProvider(HTTPProvider):
 
     def stream_parser(self) -> StreamParser:
         return OpenAIStreamParser(self.name)
-
-    # --- the LLMProvider interface -----------------------------------------
-
-    def complete(
-        self,
-        model: str,
-        prompt: Optional[str] = None,
-        system_prompt: Optional[str] = None,
-        parameters: Optional[Dict[str, Any]] = None,
-        *,
-        messages: Optional[List[Message]] = None,
-    ) -> ProviderResult:
-        self.require_key()
-        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
-        elapsed_s = timed()
-        response = self.post(self.chat_path, payload)
-        return self.parse_completion(self.json_body(response), model, elapsed_s())
-
-    def stream(
-        self,
-        model: str,
-        prompt: Optional[str] = None,
-        system_prompt: Optional[str] = None,
-        parameters: Optional[Dict[str, Any]] = None,
-        *,
-        messages: Optional[List[Message]] = None,
-    ) -> ProviderStream:
-        # Caller mistakes (no key, bad parameters) raise here, at the call;
-        # the request itself is sent when iteration starts.
-        self.require_key()
-        payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=True)
-        return ProviderStream(self._stream(payload, model))
-
-    def _stream(self, payload: Dict[str, Any], model: str):
-        elapsed_s = timed()
-        response = self.post(self.chat_path, payload, stream=True)
-        return (yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s))

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generator, Iterable, Iterator, Optional
 
 from .base import ProviderResult, Usage
-from .error_handling import ErrorCategory, ProviderError, error_from_payload, truncated
-from .http_base import map_request_errors
+from .error_handling import ErrorCategory, ProviderError, error_from_payload, map_request_errors, truncated
 from .ndjson import NDJSONDecoder, NDJSONLineError
 from .sse import SSEDecoder, SSEEvent
 

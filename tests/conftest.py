@@ -1,5 +1,6 @@
-"""Shared fixtures: a real redis-server for the whole session, fake vendor
-servers, and real `promptq worker` processes (see tests/worker_process.py)."""
+"""Shared fixtures: a real redis-server for the whole session with a clean
+client per test, fake vendor servers, and real `promptq worker` processes
+(see tests/worker_process.py)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,14 @@ pytest_plugins = ["tests.fakes.fixtures"]
 def redis_server():
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client of the session's server, flushed before the test and after it
+    (so a test using it leaves nothing behind for tests that share the server)."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()

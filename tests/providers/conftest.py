@@ -1,5 +1,6 @@
-"""Fixtures for the provider tests: the fake vendor servers and llama-cli, a real
-redis-server with a clean client per test, and a clock the tests move by hand."""
+"""Fixtures for the provider tests: the fake vendor servers and llama-cli, and
+a clock the tests move by hand. `redis_server` and `redis_client` (a clean
+client per test) come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,21 +8,6 @@ import pytest
 
 from providers.mock_provider import reset_fault_counters
 from tests.fakes.fixtures import *  # noqa: F401,F403 - registers fake_openai, fake_anthropic, ...
-from tests.redis_server import RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_client(redis_server):
-    client = redis_server.client()
-    client.flushall()
-    yield client
-    client.close()
 
 
 class FakeClock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 from providers.base import ProviderResult, ProviderStream
 from providers.error_handling import ProviderError
@@ -25,6 +25,15 @@ def drain_until_error(stream: ProviderStream) -> Tuple[List[str], ProviderError]
     except ProviderError as err:
         return chunks, err
     raise AssertionError(f"the stream ended without an error after {chunks!r}")
+
+
+def decode_all(decoder: Any, chunks: Iterable[bytes]) -> Tuple[list, Any]:
+    """Feed every chunk to an SSE or NDJSON decoder, then flush: all it decoded, and the decoder."""
+    out: list = []
+    for chunk in chunks:
+        out.extend(decoder.feed(chunk))
+    out.extend(decoder.flush())
+    return out, decoder
 
 
 def closed_port_url(path: str = "") -> str:

@@ -154,6 +154,18 @@ def test_scoped_directives_match_instance_name_or_model():
         MockProvider({"instance_name": "flaky"}).execute("any-model", prompt)
 
 
+def outcomes(provider, prompt, calls=4):
+    """What each of `calls` calls with `prompt` did: "ok" or the error's category."""
+    kinds = []
+    for _ in range(calls):
+        try:
+            provider.execute("m", prompt)
+            kinds.append("ok")
+        except ProviderError as exc:
+            kinds.append(exc.category.value)
+    return kinds
+
+
 def test_configured_faults():
     broken = MockProvider({"fault": "auth"})
     for _ in range(3):
@@ -161,25 +173,11 @@ def test_configured_faults():
             broken.execute("m", "hi")
         assert caught.value.category is ErrorCategory.AUTH_ERROR
     flaky = MockProvider({"faults": ["rate_limit:1", "server"]})
-    kinds = []
-    for _ in range(4):
-        try:
-            flaky.execute("m", "p1")
-            kinds.append("ok")
-        except ProviderError as exc:
-            kinds.append(exc.category.value)
-    assert kinds == ["rate_limit", "server", "ok", "ok"]
+    assert outcomes(flaky, "p1") == ["rate_limit", "server", "ok", "ok"]
     with pytest.raises(ProviderError):
         flaky.execute("m", "p2")  # counted per prompt
     from_env = MockProvider({"faults": "server, ok ,auth"})  # a config file or env var's form
-    kinds = []
-    for _ in range(4):
-        try:
-            from_env.execute("m", "p3")
-            kinds.append("ok")
-        except ProviderError as exc:
-            kinds.append(exc.category.value)
-    assert kinds == ["server", "ok", "auth", "ok"]
+    assert outcomes(from_env, "p3") == ["server", "ok", "auth", "ok"]
 
 
 def test_bad_directives_and_parameters_are_invalid_requests():

@@ -9,6 +9,8 @@ import pytest
 
 from providers.ndjson import NDJSONDecoder, NDJSONLineError, iter_ndjson
 
+from .support import decode_all
+
 TOKENS = ["Bonjour", ", ", "héllo", " 世界", " 🎉", ""]
 OLLAMA_OBJECTS = [
     {
@@ -43,12 +45,7 @@ PAYLOADS = {
 
 
 def decode(chunks: list[bytes]) -> tuple[list, NDJSONDecoder]:
-    dec = NDJSONDecoder()
-    out: list = []
-    for chunk in chunks:
-        out.extend(dec.feed(chunk))
-    out.extend(dec.flush())
-    return out, dec
+    return decode_all(NDJSONDecoder(), chunks)
 
 
 @pytest.fixture(params=sorted(PAYLOADS), ids=sorted(PAYLOADS))

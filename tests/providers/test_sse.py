@@ -10,6 +10,8 @@ import pytest
 
 from providers.sse import SSEDecoder, SSEEvent, iter_sse
 
+from .support import decode_all
+
 # --- realistic payloads -----------------------------------------------------
 
 
@@ -107,12 +109,7 @@ PAYLOADS = {
 
 
 def decode(chunks: list[bytes]) -> tuple[list[SSEEvent], SSEDecoder]:
-    dec = SSEDecoder()
-    events: list[SSEEvent] = []
-    for chunk in chunks:
-        events.extend(dec.feed(chunk))
-    events.extend(dec.flush())
-    return events, dec
+    return decode_all(SSEDecoder(), chunks)
 
 
 @pytest.fixture(params=sorted(PAYLOADS), ids=sorted(PAYLOADS))

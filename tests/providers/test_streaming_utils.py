@@ -260,26 +260,25 @@ def test_stream_delta_dict_shape():
 # --- generic_stream over a real HTTP response ----------------------------------
 
 
-def test_generic_stream_over_real_http(fake_openai):
-    response = requests.post(
+def post_stream(fake_openai, content):
+    """A raw streamed chat-completions response from the fake, not yet read."""
+    return requests.post(
         fake_openai.base_url + "/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": "one two three"}], "stream": True},
+        json={"model": "m", "messages": [{"role": "user", "content": content}], "stream": True},
         headers={"Authorization": f"Bearer {fake_openai.api_key}"},
         stream=True,
         timeout=10,
     )
+
+
+def test_generic_stream_over_real_http(fake_openai):
+    response = post_stream(fake_openai, "one two three")
     gen = generic_stream(response, OpenAIStreamParser(), "openai")
     assert "".join(gen) == "echo: one two three"
 
 
 def test_generic_stream_maps_a_cut_connection_to_network_error(fake_openai):
-    response = requests.post(
-        fake_openai.base_url + "/chat/completions",
-        json={"model": "m", "messages": [{"role": "user", "content": "a b c d [[fault:drop:2]]"}], "stream": True},
-        headers={"Authorization": f"Bearer {fake_openai.api_key}"},
-        stream=True,
-        timeout=10,
-    )
+    response = post_stream(fake_openai, "a b c d [[fault:drop:2]]")
     got = []
     with pytest.raises(ProviderError) as info:
         for piece in generic_stream(response, OpenAIStreamParser(), "openai"):

@@ -1,7 +1,7 @@
-"""Fixtures for the queue-layer tests: a real redis-server (one per session,
-flushed before every test), the store / publisher a worker would use, a
-producer `Client`, and a reader for the Celery messages kombu leaves in a
-provider's Redis list."""
+"""Fixtures for the queue-layer tests: the store / publisher a worker would
+use, a producer `Client`, and a reader for the Celery messages kombu leaves in
+a provider's Redis list. The real redis-server (one per session) and
+`redis_client` (flushed before every test) come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -15,21 +15,6 @@ from tasks.events import EventPublisher
 from tasks.keys import Keys
 from tasks.settings import Settings
 from tasks.store import JobStore
-from tests.redis_server import RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_client(redis_server):
-    client = redis_server.client()
-    client.flushall()
-    yield client
-    client.close()
 
 
 @pytest.fixture
