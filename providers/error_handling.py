@@ -27,23 +27,21 @@ headers, then capped.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import re
-import threading
-import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Iterator, Mapping, Optional
 
 import requests
 
+# Re-exported: the seed's callers import everything from this module.
+from .retry_after import MAX_RETRY_AFTER_S, parse_retry_after  # noqa: F401
+from .secrets import redact, register_secret  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
-#: No provider hint is honoured beyond this; the queue's own cap may be lower.
-MAX_RETRY_AFTER_S = 300.0
 
 
 class ErrorCategory(Enum):
@@ -71,42 +69,6 @@ RETRYABLE_CATEGORIES = frozenset(
         ErrorCategory.NETWORK_ERROR,
     }
 )
-
-
-# --- secrets ---------------------------------------------------------------
-# Keys are registered by the providers that hold them, so any message that
-# would carry one (an echoed header, a URL with ?key=) is scrubbed before it
-# becomes an exception, a log line or a job record.
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-_KEY_PATTERNS = [
-    re.compile(r"sk-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-\.=]{8,}"),
-    re.compile(r"(?i)((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]{6,}"),
-]
-
-
-def register_secret(secret: Optional[str]) -> None:
-    """Remember a key so `redact` removes it wherever it appears."""
-    if secret and len(secret) >= 4:
-        with _secrets_lock:
-            _secrets.add(secret)
-
-
-def redact(text: Any) -> str:
-    """Return `text` as a string with every known or key-shaped secret masked."""
-    out = str(text)
-    with _secrets_lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
-        if secret in out:
-            out = out.replace(secret, "[REDACTED]")
-    for pattern in _KEY_PATTERNS:
-        if pattern.groups:
-            out = pattern.sub(lambda m: m.group(1) + "[REDACTED]", out)
-        else:
-            out = pattern.sub("[REDACTED]", out)
-    return out
 
 
 class ProviderError(RuntimeError):
@@ -192,109 +154,6 @@ def _rebuild_provider_error(data: Mapping[str, Any]) -> ProviderError:
 
 
 # --- response inspection ---------------------------------------------------
-
-
-def _header(headers: Any, name: str) -> Optional[str]:
-    """Case-insensitive header lookup that tolerates plain dicts and mocks."""
-    if headers is None:
-        return None
-    try:
-        value = headers.get(name)
-    except Exception:
-        value = None
-    if value is None and isinstance(headers, Mapping):
-        lowered = name.lower()
-        for key, candidate in headers.items():
-            if isinstance(key, str) and key.lower() == lowered:
-                value = candidate
-                break
-    return value.strip() if isinstance(value, str) else None
-
-
-def _parse_duration_s(value: str) -> Optional[float]:
-    """OpenAI's reset headers: '1s', '6m0s', '20ms', '1h2m3.5s'."""
-    total, matched = 0.0, False
-    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value):
-        matched = True
-        total += float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-    return total if matched else None
-
-
-def _seconds_until(value: str, now: float) -> Optional[float]:
-    """An HTTP-date or RFC 3339 timestamp, as seconds from `now`."""
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp() - now
-
-
-def parse_retry_after(
-    headers: Any, *, now: Optional[float] = None, cap_s: float = MAX_RETRY_AFTER_S
-) -> Optional[float]:
-    """How long the provider asked us to wait, in seconds, or None if it did not say.
-
-    Order as in openai-python: `retry-after-ms`, then `Retry-After` as seconds,
-    then as an HTTP-date; then the vendors' rate-limit reset headers. Never
-    negative, never above `cap_s`.
-    """
-    now = time.time() if now is None else now
-    delay: Optional[float] = None
-    ms = _header(headers, "retry-after-ms")
-    if ms:
-        try:
-            delay = float(ms) / 1000.0
-        except ValueError:
-            delay = None
-    if delay is None:
-        value = _header(headers, "retry-after")
-        if value:
-            try:
-                delay = float(value)
-            except ValueError:
-                delay = _seconds_until(value, now)
-    if delay is None:
-        delay = _reset_header_delay(headers, now)
-    if delay is None:
-        return None
-    return min(max(delay, 0.0), cap_s)
-
-
-def _reset_header_delay(headers: Any, now: float) -> Optional[float]:
-    candidates: list[float] = []
-    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
-        value = _header(headers, name)
-        if value:
-            parsed = _parse_duration_s(value)
-            if parsed is not None:
-                candidates.append(parsed)
-    for name in (
-        "anthropic-ratelimit-requests-reset",
-        "anthropic-ratelimit-tokens-reset",
-        "anthropic-ratelimit-input-tokens-reset",
-        "anthropic-ratelimit-output-tokens-reset",
-    ):
-        value = _header(headers, name)
-        if value:
-            parsed = _seconds_until(value, now)
-            if parsed is not None:
-                candidates.append(parsed)
-    openrouter_reset = _header(headers, "x-ratelimit-reset")
-    if openrouter_reset:
-        try:
-            stamp = float(openrouter_reset)
-            # OpenRouter sends epoch milliseconds; tolerate epoch seconds.
-            candidates.append((stamp / 1000.0 if stamp > 1e11 else stamp) - now)
-        except ValueError:
-            pass
-    # The shortest reset is the earliest moment a request may succeed.
-    positive = [c for c in candidates if c > 0]
-    return min(positive) if positive else (0.0 if candidates else None)
 
 
 def _body(response: Any) -> tuple[Optional[dict], Optional[str]]:
