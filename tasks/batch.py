@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .batch_input import BatchLine, InvalidLine, Source, iter_batch, parse_targets, source_name
 from .batch_results import BatchNotFinished, BatchNotFound, batch_status, iter_results, result_line, submission_stalled
@@ -42,6 +42,8 @@ __all__ = [
 # No ':' -- the list key is `<prefix>:batch:<id>:jobs`, and a batch named
 # "x:jobs" would otherwise share a key with batch "x".
 _BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: Valid specs kept in memory between the validating and the sending pass.
+KEEP_BYTES = 256 * 1024 * 1024
 class BatchInputError(ValueError):
     """The file was refused; `invalid` lists every bad line. Nothing was enqueued."""
 
@@ -102,23 +104,15 @@ def submit_batch(
     """
     targets = parse_targets(targets or [])
     default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
-    batch_id = check_batch_id(batch_id) if batch_id else new_batch_id()
+    batch_id = new_batch_id() if batch_id is None else check_batch_id(batch_id)
     if not isinstance(lines_or_path, (str, Path, list, tuple)):
         lines_or_path = list(lines_or_path)  # read twice below: validate, then send
     name = source or source_name(lines_or_path)
     options = dict(targets=targets, default_provider=default_provider,
                    max_prompt_chars=client.settings.max_prompt_chars)
 
-    invalid: List[InvalidLine] = []
-    chains: Dict[str, None] = {}
-    valid = 0
-    for item in iter_batch(lines_or_path, **options):
-        if isinstance(item, InvalidLine):
-            invalid.append(item)
-            continue
-        valid += 1
-        if len(chains) < 20:
-            chains.setdefault(",".join(item.spec["targets"]), None)
+    checked = _check_all(lines_or_path, options)
+    invalid, valid = checked.invalid, checked.valid
     if invalid and not skip_invalid:
         raise BatchInputError(f"{name}: {len(invalid)} invalid line(s); nothing was enqueued", invalid, name)
     if not valid:
@@ -128,14 +122,6 @@ def submit_batch(
 
     submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines)
     submitter.claim()
-    now = time.time()
-    pipe = client.redis.pipeline(transaction=True)
-    pipe.hsetnx(submitter.batch_key, "created_at", now)
-    pipe.hset(submitter.batch_key, mapping={
-        "input": name, "targets": json.dumps(targets or list(chains)), "lines": valid,
-        "invalid": len(invalid), "submit_state": "submitting",
-    })
-    pipe.execute()
     done = sent_total = 0
 
     def progress(chunk: int, sent: int) -> None:
@@ -146,7 +132,17 @@ def submit_batch(
             on_progress(done, valid, sent_total)
 
     try:
-        valid_lines = (i for i in iter_batch(lines_or_path, **options) if isinstance(i, BatchLine))
+        pipe = client.redis.pipeline(transaction=True)
+        pipe.hsetnx(submitter.batch_key, "created_at", time.time())
+        pipe.hset(submitter.batch_key, mapping={
+            "input": name, "targets": json.dumps(targets or checked.chains), "lines": valid,
+            "invalid": len(invalid), "submit_state": "submitting",
+        })
+        pipe.execute()
+        if checked.kept is not None:
+            valid_lines: Iterable[BatchLine] = (BatchLine(n, cid, json.loads(text)) for n, cid, text in checked.kept)
+        else:
+            valid_lines = (i for i in iter_batch(lines_or_path, **options) if isinstance(i, BatchLine))
         sent, existing = submitter.run(valid_lines, job_id=lambda cid: job_id_for(batch_id, cid), on_chunk=progress)
         client.redis.hset(submitter.batch_key, mapping={"submit_state": "complete", "submitted_at": time.time()})
     finally:
@@ -155,6 +151,39 @@ def submit_batch(
         except Exception:  # Redis gone: the claim lapses by itself
             pass
     return BatchSubmission(batch_id, sent, existing, invalid, valid)
+
+
+@dataclass
+class _Checked:
+    """What the validating pass learnt about the input."""
+
+    invalid: List[InvalidLine] = field(default_factory=list)
+    valid: int = 0
+    chains: List[str] = field(default_factory=list)  # distinct target lists, for the description
+    kept: Optional[List[Tuple[int, str, str]]] = field(default_factory=list)  # (line, custom_id, spec JSON)
+
+
+def _check_all(source: Source, options: Dict[str, Any]) -> _Checked:
+    checked = _Checked()
+    kept_bytes = 0
+    for item in iter_batch(source, **options):
+        if isinstance(item, InvalidLine):
+            checked.invalid.append(item)
+            continue
+        checked.valid += 1
+        chain = ",".join(item.spec["targets"])
+        if len(checked.chains) < 20 and chain not in checked.chains:
+            checked.chains.append(chain)
+        # Validating a line costs about ten times what decoding its spec
+        # does, so the sending pass reuses this one's specs, kept as compact
+        # JSON -- up to KEEP_BYTES; past that (a huge file) it parses again.
+        if checked.kept is not None:
+            text = json.dumps(item.spec, separators=(",", ":"))
+            kept_bytes += len(text) + len(item.custom_id) + 100
+            checked.kept.append((item.line_no, item.custom_id, text))
+            if kept_bytes > KEEP_BYTES:
+                checked.kept = None
+    return checked
 
 
 def cancel_batch(client: Any, batch_id: str, chunk: int = 1000) -> Dict[str, int]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from providers.error_handling import ProviderError
 from providers.params import validate as validate_parameters
@@ -91,11 +91,13 @@ def iter_batch(
     targets = list(targets or [])
     seen: Dict[str, int] = {}
     for line_no, raw in _numbered_lines(source):
-        item = _parse_line(line_no, raw, targets, default_provider, max_prompt_chars)
-        if isinstance(item, BatchLine):
-            first = seen.setdefault(item.custom_id, line_no)
+        custom_id, item = _parse_line(line_no, raw, targets, default_provider, max_prompt_chars)
+        if custom_id is not None:
+            # Checked before anything else about the line: the duplicate is
+            # the problem to report even if the line has others too.
+            first = seen.setdefault(custom_id, line_no)
             if first != line_no:
-                item = InvalidLine(line_no, f"duplicate custom_id {item.custom_id!r} (first on line {first})")
+                item = InvalidLine(line_no, f"duplicate custom_id {custom_id!r} (first on line {first})")
         if item is not None:
             yield item
 
@@ -111,25 +113,26 @@ def _numbered_lines(source: Source) -> Iterator[tuple]:
 
 def _parse_line(
     line_no: int, raw: Union[str, bytes], targets: List[str], default_provider: str, max_prompt_chars: int
-) -> Union[BatchLine, InvalidLine, None]:
+) -> Tuple[Optional[str], Union[BatchLine, InvalidLine, None]]:
+    """(the line's custom_id if it has a usable one, the line as valid, invalid or blank)."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return InvalidLine(line_no, f"not UTF-8 ({exc.reason} at byte {exc.start})")
+            return None, InvalidLine(line_no, f"not UTF-8 ({exc.reason} at byte {exc.start})")
     if not raw.strip():
-        return None
+        return None, None
     try:
         obj = json.loads(raw)
     except ValueError as exc:
-        return InvalidLine(line_no, f"invalid JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})")
+        return None, InvalidLine(line_no, f"invalid JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})")
     if not isinstance(obj, dict):
-        return InvalidLine(line_no, f"a line must be a JSON object, not {type(obj).__name__}")
+        return None, InvalidLine(line_no, f"a line must be a JSON object, not {type(obj).__name__}")
     custom_id = obj.get("custom_id")
     if custom_id is None:
-        return InvalidLine(line_no, "custom_id is missing")
+        return None, InvalidLine(line_no, "custom_id is missing")
     if not isinstance(custom_id, str) or not custom_id.strip() or len(custom_id) > 512:
-        return InvalidLine(line_no, "custom_id must be a non-empty string of at most 512 chars")
+        return None, InvalidLine(line_no, "custom_id must be a non-empty string of at most 512 chars")
     openai_form = bool(_OPENAI_KEYS & (set(obj) - {"custom_id"}))
     try:
         if openai_form:
@@ -137,8 +140,8 @@ def _parse_line(
         else:
             spec = _plain_spec(obj, targets, line_no, max_prompt_chars)
     except _LineError as exc:
-        return InvalidLine(line_no, str(exc))
-    return BatchLine(line_no, custom_id, spec)
+        return custom_id, InvalidLine(line_no, str(exc))
+    return custom_id, BatchLine(line_no, custom_id, spec)
 
 
 class _LineError(ValueError):

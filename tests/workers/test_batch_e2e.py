@@ -1,0 +1,194 @@
+"""Batches end to end through the real CLI: a JSONL file in, a worker process
+consuming the hand-built messages, fake OpenAI and Anthropic servers over
+HTTP plus the mock provider, and a results file out. Covers a failover and
+a retry inside a batch, resumed submissions that never call a provider
+twice, status counters that add up, and cancelling a batch nobody runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.worker_process import ROOT, WorkerProcess
+
+from .conftest import provider_env
+
+OPENAI = "openai:gpt-4o-mini"
+CLAUDE = "claude:claude-3-5-haiku-latest"
+STATES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def worker(redis_server, fakes):
+    """One worker for the module, on the fakes' queues and the mock's."""
+    openai, anthropic = fakes
+    with WorkerProcess(redis_server.url, ["openai", "claude", "mock"], env=provider_env(openai, anthropic),
+                       name="batch") as proc:
+        yield proc
+
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def promptq(redis_server, *args, timeout=120):
+    env = {**os.environ, "PROMPTQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "workers.cli.main", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_jsonl(path, objects):
+    path.write_text("".join(json.dumps(o) + "\n" for o in objects))
+    return str(path)
+
+
+def openai_line(custom_id, text):
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], "temperature": 0}}
+
+
+def read_results(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def status_json(redis_server, batch_id):
+    out = promptq(redis_server, "batch", "status", batch_id, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def calls_with(fake, text):
+    """Requests a fake server got whose last message is exactly `text`."""
+    return [r for r in fake.requests if r.body and (r.body.get("messages") or [{}])[-1].get("content") == text]
+
+
+def submit(redis_server, path, *args):
+    out = promptq(redis_server, "batch", "submit", path, *args)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 1, out.stdout  # the batch id alone
+    return out.stdout.strip(), out.stderr
+
+
+def test_a_batch_with_failover_retry_and_a_failure_end_to_end(redis_server, fakes, tmp_path):
+    openai, anthropic = fakes
+    tag = uuid.uuid4().hex[:8]
+    plain = [{"custom_id": f"plain-{i}", "prompt": f"plain question {i} #{tag}"} for i in range(4)]
+    chat = [openai_line(f"chat-{i}", f"chat question {i} #{tag}") for i in range(4)]
+    # The mock fails these on its "flaky" model only: auth is not retryable, so they fail over.
+    failover = [{"custom_id": f"failover-{i}", "prompt": f"fail over {i} #{tag} [[fault@flaky:auth]]",
+                 "targets": ["mock:flaky", "mock:good"]} for i in range(2)]
+    retry = {"custom_id": "retry", "prompt": f"retry me #{tag} [[fail_times:1]]", "targets": ["mock:good"]}
+    doomed = {"custom_id": "doomed", "prompt": f"refused everywhere #{tag} [[fault:invalid]]", "targets": [CLAUDE]}
+    lines = [plain[0], chat[0], failover[0], plain[1], retry, chat[1], doomed, plain[2], chat[2], failover[1],
+             plain[3], chat[3]]
+    path = write_jsonl(tmp_path / "in.jsonl", lines)
+
+    batch_id, err = submit(redis_server, path, "--to", OPENAI, "--to", CLAUDE)
+    assert f"--batch-id {batch_id}" in err  # the resume hint
+    out = promptq(redis_server, "batch", "wait", batch_id, "--timeout", "90")
+    assert out.returncode == 0, out.stderr  # finished, though one line failed
+    assert "11 succeeded, 1 failed" in out.stderr
+
+    out = promptq(redis_server, "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"))
+    assert out.returncode == 0, out.stderr
+    results = read_results(tmp_path / "out.jsonl")
+    # Every input line answered exactly once, in input order.
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    by_id = {r["custom_id"]: r for r in results}
+
+    for line in plain + chat:
+        text = line.get("prompt") or line["body"]["messages"][-1]["content"]
+        result = by_id[line["custom_id"]]
+        body = result["response"]["body"]
+        assert result["error"] is None and result["response"]["status_code"] == 200
+        assert body["object"] == "chat.completion" and body["choices"][0]["message"] == {
+            "role": "assistant", "content": f"echo: {text}"}
+        assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] > 0
+        assert result["promptq"] == {"provider": "openai", "model": body["model"], "attempts": 1, "status": "succeeded"}
+        assert len(calls_with(openai, text)) == 1 and not calls_with(anthropic, text)
+
+    for line in failover:
+        result = by_id[line["custom_id"]]
+        assert result["promptq"] == {"provider": "mock", "model": "good", "attempts": 2, "status": "succeeded"}
+        assert result["response"]["body"]["choices"][0]["message"]["content"] == (
+            "mock reply to: " + line["prompt"].replace(" [[fault@flaky:auth]]", ""))
+    assert by_id["retry"]["promptq"]["attempts"] == 2 and by_id["retry"]["response"]["status_code"] == 200
+
+    failed = by_id["doomed"]
+    assert failed["response"] is None and failed["error"]["code"] == "invalid"
+    assert "all 1 target(s) failed" in failed["error"]["message"]
+    assert failed["promptq"]["provider"] == "claude" and failed["promptq"]["status"] == "failed"
+
+    status = status_json(redis_server, batch_id)
+    assert sum(status[s] for s in STATES) == status["total"] == len(lines)
+    assert (status["succeeded"], status["failed"], status["failed_over"], status["retried"]) == (11, 1, 2, 1)
+    assert status["finished"] and status["input_tokens"] > 0 and status["output_tokens"] > 0
+    assert status["input"] == path and status["targets"] == [OPENAI, CLAUDE]
+
+
+def test_resubmitting_sends_only_missing_lines_and_calls_each_once(redis_server, fakes, tmp_path):
+    openai, _ = fakes
+    tag = uuid.uuid4().hex[:8]
+    lines = [{"custom_id": f"r{i}", "prompt": f"resume line {i} #{tag}"} for i in range(8)]
+    batch_id = f"resume-{tag}"
+    # The first run "dies" after five lines; the same id then resumes the whole file.
+    first = write_jsonl(tmp_path / "first.jsonl", lines[:5])
+    full = write_jsonl(tmp_path / "full.jsonl", lines)
+    _, err = submit(redis_server, first, "--to", OPENAI, "--batch-id", batch_id)
+    assert "5 job(s) sent, 0 already queued" in err
+    _, err = submit(redis_server, full, "--to", OPENAI, "--batch-id", batch_id)
+    assert "3 job(s) sent, 5 already queued" in err
+    out = promptq(redis_server, "batch", "wait", batch_id, "--timeout", "60")
+    assert out.returncode == 0, out.stderr
+    _, err = submit(redis_server, full, "--to", OPENAI, "--batch-id", batch_id)
+    assert "0 job(s) sent, 8 already queued" in err
+
+    out = promptq(redis_server, "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"))
+    assert out.returncode == 0, out.stderr
+    results = read_results(tmp_path / "out.jsonl")
+    assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
+    assert all(r["response"]["status_code"] == 200 for r in results)
+    for line in lines:
+        assert len(calls_with(openai, line["prompt"])) == 1, line
+    status = status_json(redis_server, batch_id)
+    assert (status["total"], status["succeeded"]) == (8, 8)
+
+
+def test_cancel_a_batch_nobody_consumes(redis_server, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    lines = [openai_line(f"c{i}", f"never runs {i} #{tag}") for i in range(6)]
+    path = write_jsonl(tmp_path / "in.jsonl", lines)
+    # No worker in this module consumes ollama: the jobs wait in its queue.
+    batch_id, _ = submit(redis_server, path, "--to", "ollama:llama3.2")
+    try:
+        out = promptq(redis_server, "batch", "wait", batch_id, "--timeout", "0.5", "-q")
+        assert out.returncode == 3 and "6 of 6 job(s) not finished" in out.stderr
+        out = promptq(redis_server, "batch", "results", batch_id)
+        assert out.returncode == 3 and "--partial" in out.stderr and out.stdout == ""
+        out = promptq(redis_server, "batch", "results", batch_id, "--partial")
+        assert out.returncode == 0, out.stderr
+        assert [json.loads(l)["error"]["code"] for l in out.stdout.splitlines()] == ["not_finished"] * 6
+
+        out = promptq(redis_server, "batch", "cancel", batch_id, "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"cancelled": 6}
+        status = status_json(redis_server, batch_id)
+        assert (status["cancelled"], status["queued"], status["total"]) == (6, 0, 6)
+        assert sum(status[s] for s in STATES) == 6 and status["finished"]
+        assert promptq(redis_server, "batch", "wait", batch_id, "-q").returncode == 0
+        out = promptq(redis_server, "batch", "results", batch_id)
+        assert [json.loads(l)["error"]["code"] for l in out.stdout.splitlines()] == ["cancelled"] * 6
+        out = promptq(redis_server, "batch", "cancel", batch_id, "--json")
+        assert json.loads(out.stdout) == {"cancelled": 6}  # idempotent: reports the final state
+    finally:
+        redis_server.client().delete("promptq.ollama")
+
+
+def test_unknown_batch_is_exit_4(redis_server):
+    for command in ("status", "wait", "results", "cancel"):
+        out = promptq(redis_server, "batch", command, "no-such-batch")
+        assert out.returncode == 4 and "no batch no-such-batch" in out.stderr, (command, out.stderr)
