@@ -164,13 +164,25 @@ class RedisHealthStore(HealthStore):
 
     # --- HealthStore -----------------------------------------------------------
 
-    def record_success(self, provider: str, latency_s: Optional[float] = None) -> None:
+    def record_success(self, provider: str, latency_s: Optional[float] = None, *, pipe: Any = None) -> None:
+        """Record a success. With `pipe` (a redis-py pipeline) the call is only
+        queued there, to save a round trip: hand its reply to `success_recorded`."""
         args = [provider, repr(float(self.clock())), "" if latency_s is None else repr(float(latency_s))]
+        if pipe is not None:
+            self._success(keys=self._keys(provider), args=args, client=pipe)
+            return
         try:
-            if self._success(keys=self._keys(provider), args=args):
-                logger.info("circuit for %s closed after a successful call", provider)
+            reply = self._success(keys=self._keys(provider), args=args)
         except redis.RedisError as exc:
-            logger.warning("health store unavailable; success of %s not recorded: %s", provider, exc)
+            reply = exc
+        self.success_recorded(provider, reply)
+
+    def success_recorded(self, provider: str, reply: Any) -> None:
+        """Log what recording a success answered (an error is logged, never raised)."""
+        if isinstance(reply, Exception):
+            logger.warning("health store unavailable; success of %s not recorded: %s", provider, reply)
+        elif reply:
+            logger.info("circuit for %s closed after a successful call", provider)
 
     def record_failure(self, provider: str, error: Any) -> None:
         category = error_category(error)

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
+import redis
 from celery import Celery
 from celery.exceptions import Ignore
 
@@ -35,6 +36,32 @@ logger = logging.getLogger(__name__)
 
 #: How often (in chunks) a streaming job checks whether it was cancelled.
 CANCEL_CHECK_EVERY = 32
+
+
+def execute_scripts(client: Any, pipe: Any) -> List[Any]:
+    """`pipe.execute(raise_on_error=False)` without redis-py's SCRIPT EXISTS.
+
+    A redis-py pipeline that calls Lua scripts first asks Redis whether they
+    are loaded: one more round trip per job. Here the calls go straight out
+    as EVALSHA; if Redis answers NOSCRIPT (it restarted, or SCRIPT FLUSH),
+    none of that call ran, so the scripts are loaded and exactly the refused
+    calls are sent again, in order. Replies (errors included) come back in
+    the order the commands were queued.
+    """
+    scripts, pipe.scripts = list(pipe.scripts), set()
+    stack = list(pipe.command_stack)
+    replies = pipe.execute(raise_on_error=False)
+    refused = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    if refused:
+        for script in scripts:
+            client.script_load(script.script)
+        again = client.pipeline(transaction=False)
+        for i in refused:
+            args, options = stack[i]
+            again.execute_command(*args, **options)
+        for i, reply in zip(refused, again.execute(raise_on_error=False)):
+            replies[i] = reply
+    return replies
 
 
 class JobFailed(Exception):
@@ -128,37 +155,53 @@ class JobRun:
         if not self.stream:
             return provider.complete(**args)
         stream = provider.stream(**args)
+        finished = False
         try:
             for n, text in enumerate(stream, 1):
                 if not text:
                     continue
-                self._emit("chunk", store=True, text=text)
+                # Queued, and sent with whatever else is queued (tasks.events);
+                # every CANCEL_CHECK_EVERY chunks that round trip also reads
+                # the cancel flag, seen here at a chunk soon after.
+                watch = (self.rt.keys.job(self.job_id), "cancel_requested") if n % CANCEL_CHECK_EVERY == 0 else None
+                self.rt.events.publish_soon(self.job_id, "chunk", attempt=self.attempt, store=True, watch=watch,
+                                            provider=self.provider_name, target_index=self.target_index, text=text)
                 # Remembered so a failure after this point emits `reset`:
                 # the subscriber must discard this attempt's text.
                 self.streamed_any = True
-                if n % CANCEL_CHECK_EVERY == 0 and self.rt.store.cancel_requested(self.job_id):
+                if self.rt.events.watched(self.job_id):
                     raise JobCancelled()
+            finished = True
         finally:
             stream.close()
+            # Every chunk is in Redis before the attempt's next event or record
+            # write; a send error counts as this attempt's error, unless another
+            # one is already on its way out.
+            self.rt.events.wait_sent(self.job_id, raise_error=finished)
         return stream.result
 
     # --- outcomes ---------------------------------------------------------------
 
     def _succeed(self, result: ProviderResult, elapsed_s: float) -> Dict[str, Any]:
-        self.rt.health.record_success(self.provider_name, result.latency_s or elapsed_s)
+        # One round trip: health, attempt, record and `done` event, in that order.
+        pipe = self.rt.redis.pipeline(transaction=False)
+        self.rt.health.record_success(self.provider_name, result.latency_s or elapsed_s, pipe=pipe)
         usage = result.usage.to_dict()
         self.rt.observer.request_finished(self.provider_name, ok=True, latency_s=elapsed_s, usage=usage)
         payload = result.to_dict()
         payload["target"] = f"{self.provider_name}:{self.model}"
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
-        pipe = self.rt.redis.pipeline(transaction=False)
         self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
         self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id, usage=usage, pipe=pipe)
         self._emit(
             "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
             model=result.model, finish_reason=result.finish_reason,
         )
-        pipe.execute()
+        health, *replies = execute_scripts(self.rt.redis, pipe)
+        self.rt.health.success_recorded(self.provider_name, health)  # logged, never raised
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         self.rt.observer.job_finished("succeeded")
         return {"outcome": "succeeded", "provider": result.provider, "model": result.model}
 

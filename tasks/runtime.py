@@ -61,6 +61,9 @@ class Runtime:
             instance = self._providers.get(name)
             if instance is None:
                 config = self.settings.provider_config(name)
+                # One pooled connection per slot, or calls above the pool
+                # size open and discard connections.
+                config.setdefault("pool_size", self.settings.concurrency)
                 if name == "mock":
                     # "Fail N times, then succeed" must count across worker
                     # processes, or a retry on another worker starts at zero.

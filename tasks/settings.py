@@ -64,7 +64,8 @@ class Settings:
     #: Worker defaults; `promptq worker` flags override them.
     providers: str = "mock"
     pool: str = "threads"
-    concurrency: int = 32
+    #: LLM calls mostly wait, so slots, not CPU, bound throughput (see bench/).
+    concurrency: int = 200
     #: Broker connections per worker (0 = automatic); must exceed concurrency.
     broker_max_connections: int = 0
     #: Circuit breaker: consecutive failures that open it, and its cooldown.

@@ -33,7 +33,7 @@ def _exec_celery(state: State, args: list) -> None:
               help="Providers whose queues to consume, e.g. openai,claude (default: PROMPTQ_PROVIDERS or mock).")
 @click.option("--pool", type=click.Choice(["threads", "gevent", "prefork", "solo"]), default=None,
               help="Execution pool (default: threads; LLM calls wait on I/O).")
-@click.option("--concurrency", "-c", type=int, default=None, help="Jobs run at once (default 32).")
+@click.option("--concurrency", "-c", type=int, default=None, help="Jobs run at once (default 200: LLM calls mostly wait).")
 @click.option("--name", default="promptq", help="Worker group name; the node is NAME@host.")
 @click.option("--loglevel", "-l", default="INFO", help="Celery log level.")
 @click.option("--dry-run", is_flag=True, help="Print the celery command instead of running it.")
@@ -53,6 +53,10 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
     pool = pool or settings.pool
     concurrency = concurrency or settings.concurrency
     keys = Keys(settings.key_prefix)
+    # The worker process sizes its connection pools from Settings, which it
+    # reads from the environment: the flags must reach it there too.
+    os.environ["PROMPTQ_CONCURRENCY"] = str(concurrency)
+    os.environ["PROMPTQ_POOL"] = pool
     args = ["worker", "-Q", ",".join(keys.queue(p) for p in names), "-P", pool, "-c", str(concurrency),
             "-E", "-n", f"{name}@%h", "--loglevel", loglevel, "--without-mingle", "--without-gossip"]
     if dry_run:
