@@ -12,7 +12,8 @@ in the same run, with the target and whether it was met: a report, never an
 assertion (the exit status is non-zero only when a case could not run).
 
 Cases: overhead (1), concurrency (2), streaming (3), batch (4), memory (5),
-peer (6: litellm, when installed).
+peer (6: litellm, when installed), batch_e2e (7: a 10,000-line batch submitted
+and finished on the mock provider).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
-CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer"]
+CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e"]
 
 
 @dataclass

@@ -169,12 +169,9 @@ def promptq_worker(redis_url: str, base_url: str, *, pool: str, concurrency: int
                    env: Optional[Dict[str, str]] = None, name: str = "bench") -> WorkerProcess:
     """A real `promptq worker --providers openai` process (not yet started).
 
-    PROMPTQ_CONCURRENCY / PROMPTQ_POOL repeat `--concurrency` / `--pool` on
-    purpose: `promptq worker` passes the flags to Celery only, so without
-    them the app's Settings keep concurrency 32 and size the broker and
-    Redis connection pools for 32 slots; a pool of 200 streaming jobs then
-    fails with redis MaxConnectionsError (reported, see the bench README
-    paragraph).
+    PROMPTQ_CONCURRENCY / PROMPTQ_POOL repeat `--concurrency` / `--pool`;
+    `promptq worker` now sets them itself, so this only makes the bench
+    independent of that.
     """
     cls = ProfiledWorker if PROFILE_DIR is not None else WorkerProcess
     return cls(redis_url, ["openai"], pool=pool, concurrency=concurrency, name=name, env={
