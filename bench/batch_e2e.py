@@ -1,8 +1,8 @@
 """Case 7, batch end to end: submit a 10,000-line JSONL batch and wait until
 every line is answered, through one worker on the mock provider (no HTTP),
-threads pool at the default concurrency. Reported: seconds to submit, seconds
-to submit and finish, and lines/s end to end. No target: the issue asks for
-the figure.
+threads pool with 8 slots (the mock answers at once, so CPU, not slots,
+bounds it). Reported: seconds to submit, seconds to submit and finish, and
+lines/s end to end. No target: the issue asks for the figure.
 """
 
 from __future__ import annotations
