@@ -160,6 +160,10 @@ if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
   redis.call('HINCRBY', KEYS[3], 'input_tokens', tonumber(ARGV[8]) or 0)
   redis.call('HINCRBY', KEYS[3], 'output_tokens', tonumber(ARGV[9]) or 0)
+  -- A batch outlives its records (so `batch results` can say "expired"),
+  -- then goes too: each finish pushes its expiry to twice the records' TTL.
+  redis.call('EXPIRE', KEYS[3], ttl * 2)
+  redis.call('EXPIRE', KEYS[3] .. ':jobs', ttl * 2)
 end
 return 1
 """
@@ -178,6 +182,8 @@ if st == 'queued' or st == 'retrying' then
   if ARGV[3] == '1' then
     redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or 'waiting', -1)
     redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
+    redis.call('EXPIRE', KEYS[3], ttl * 2)
+    redis.call('EXPIRE', KEYS[3] .. ':jobs', ttl * 2)
   end
   return 'cancelled'
 end

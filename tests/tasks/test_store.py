@@ -383,3 +383,15 @@ def test_refresh_pushes_deadlines_without_resurrecting(store, inflight):
     store.refresh(["a", "b", "never"], deadline)
     assert inflight() == {"a": pytest.approx(deadline, abs=1e-3)}
     store.refresh([], deadline)  # no-op, no error
+
+
+def test_a_batch_expires_twice_the_record_ttl_after_its_last_job_finished(store, redis_client, keys):
+    token = new_token()
+    store.create(spec(batch_id="b9"), token)
+    redis_client.rpush(keys.batch_jobs("b9"), "j1")  # as submit_batch lists it
+    assert redis_client.ttl(keys.batch("b9")) == -1  # no expiry while nothing finished
+    assert store.start("j1", token, "w1", 30, "b9") == "run"
+    assert store.finish("j1", status=JobStatus.SUCCEEDED, payload={"text": "x"}, batch_id="b9") == 1
+    for key in (keys.batch("b9"), keys.batch_jobs("b9")):
+        assert store.result_ttl_s * 2 - 5 <= redis_client.ttl(key) <= store.result_ttl_s * 2
+    assert 0 < redis_client.ttl(keys.job("j1")) <= store.result_ttl_s
