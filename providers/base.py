@@ -156,6 +156,9 @@ class LLMProvider(ABC):
                 category=ErrorCategory.AUTH_ERROR,
                 provider=self.name,
                 retryable=False,
+                # This worker's configuration is wrong, not the provider:
+                # callers keep it out of the provider's shared health.
+                error_type="missing_key",
             )
         return self._api_key or ""
 

@@ -207,7 +207,9 @@ class JobRun:
 
     def _handle_error(self, error: ProviderError, elapsed_s: float) -> Dict[str, Any]:
         circuit_open = error.error_type == "circuit_open"
-        if not circuit_open:
+        # A worker without the provider's key must not open the circuit that
+        # every other, correctly configured, worker shares.
+        if error.error_type not in ("circuit_open", "missing_key"):
             self.rt.health.record_failure(self.provider_name, error)
             self.rt.observer.request_finished(
                 self.provider_name, ok=False, latency_s=elapsed_s, category=error.category.value

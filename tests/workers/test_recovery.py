@@ -71,3 +71,22 @@ def test_pickled_message_is_refused_and_worker_keeps_going(redis_server, openai,
         handle = client.submit("after the pickle", to=["openai:gpt-4o-mini"])
         assert client.result(handle.id, timeout=30).status.value == "succeeded"
         assert not any("pickled" in str(r.body) for r in openai.requests)
+
+
+def test_worker_without_a_key_fails_over_without_hurting_shared_health(redis_server, openai, client):
+    from tests.fakes.anthropic_server import FakeAnthropic
+
+    from providers.health_redis import RedisHealthStore
+
+    with FakeAnthropic(api_key="sk-ant-test-keyed-012345") as anthropic:
+        env = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": openai.base_url,
+               "ANTHROPIC_API_KEY": "sk-ant-test-keyed-012345", "ANTHROPIC_BASE_URL": anthropic.base_url}
+        with WorkerProcess(redis_server.url, ["openai", "claude"], env=env, name="keyless"):
+            handle = client.submit("who has a key?", to=["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"])
+            record = client.result(handle.id, timeout=30)
+    assert record.status.value == "succeeded" and record.result["provider"] == "claude"
+    error = record.attempts[0]["error"]
+    assert error["error_type"] == "missing_key" and "OPENAI_API_KEY" in error["message"]
+    assert openai.requests == []  # never called without a key
+    health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai")
+    assert health.failures == 0 and health.circuit.value == "closed"
