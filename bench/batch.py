@@ -36,12 +36,12 @@ def write_file(path: str, lines: int) -> None:
 def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     lines, naive_lines = (5_000, 1_000) if ctx.quick else (100_000, 10_000)
     try:
-        from tasks.batch import submit_batch
+        from promptq.tasks.batch import submit_batch
     except Exception as exc:  # being written by another helper: report, do not crash the run
-        rows = [row("4 batch", "lines/s, promptq batch submit", "skipped", note=f"tasks.batch not importable: {exc}")]
+        rows = [row("4 batch", "lines/s, promptq batch submit", "skipped", note=f"promptq.tasks.batch not importable: {exc}")]
         return rows, {"skipped": str(exc)}
-    from tasks.job import JobSpec
-    from tasks.keys import TASK_NAME
+    from promptq.tasks.job import JobSpec
+    from promptq.tasks.keys import TASK_NAME
 
     path = tempfile.mktemp(prefix="bench-batch-", suffix=".jsonl")
     write_file(path, lines)

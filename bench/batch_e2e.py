@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from tasks.batch import batch_status, iter_results, submit_batch
+from promptq.tasks.batch import batch_status, iter_results, submit_batch
 
 from .harness import log, promptq_client
 from .report import row
@@ -22,7 +22,7 @@ LINES = 10_000
 
 
 def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    from workers.local_stack import WorkerProcess
+    from promptq.workers.local_stack import WorkerProcess
 
     lines = 1_000 if ctx.quick else LINES
     client = promptq_client(ctx.redis.url)

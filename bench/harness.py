@@ -25,8 +25,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 import psutil
 import redis
 
-from workers.embedded_redis import RedisServer
-from workers.local_stack import ROOT, WorkerProcess, wait_for
+from promptq.workers.embedded_redis import RedisServer
+from promptq.workers.local_stack import ROOT, WorkerProcess, wait_for
 
 from .bare_app import QUEUE as BARE_QUEUE, READY_KEY as BARE_READY_KEY, TASK as BARE_TASK
 from .fake import KEY
@@ -340,8 +340,8 @@ def private_redis() -> Iterator[RedisServer]:
 
 
 def promptq_client(redis_url: str):
-    from tasks.client import Client
-    from tasks.settings import Settings
+    from promptq.tasks.client import Client
+    from promptq.tasks.settings import Settings
 
     return Client(Settings.load(environ={"PROMPTQ_REDIS_URL": redis_url}))
 

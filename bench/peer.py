@@ -18,7 +18,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Tuple
 
-from workers.local_stack import ROOT
+from promptq.workers.local_stack import ROOT
 
 from .harness import FakeProcess, log
 from .report import row

@@ -41,8 +41,8 @@ def make_litellm(base_url: str):
 
 
 def make_promptq(base_url: str, concurrency: int):
-    from providers import create_provider
-    from providers.fallback_manager import FallbackChain
+    from promptq.providers import create_provider
+    from promptq.providers.fallback_manager import FallbackChain
 
     config = {"api_key": KEY, "base_url": base_url, "pool_size": concurrency}
     chain = FallbackChain([("openai", create_provider("openai", dict(config)), "gpt-4o-mini"),

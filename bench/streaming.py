@@ -29,7 +29,7 @@ from typing import Any, Dict, List
 from .report import row
 from .harness import (CPU, TARGET, FakeProcess, log, percentile, promptq_client, promptq_worker, wait_all_exist,
                       window_rate)
-from workers.local_stack import ROOT
+from promptq.workers.local_stack import ROOT
 
 STAMP = re.compile(r"\[(\d+\.\d+)\]")
 PROMPT = "stream " + " ".join(f"w{i:03d}" for i in range(80))  # > 100 characters: 100 pieces

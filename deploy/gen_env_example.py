@@ -87,7 +87,7 @@ CONFIG_VAR_COMMENT = (
 def _load_settings_module():
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from tasks import settings
+    from promptq.tasks import settings
 
     return settings
 

@@ -12,10 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from tasks.batch import batch_status, iter_results, submit_batch
-from tasks.client import Client
-from tasks.settings import Settings
-from workers.local_stack import LocalStack
+from promptq import Client, Settings, batch_status, iter_results, submit_batch
+from promptq.workers.local_stack import LocalStack
 
 SAMPLE = Path(__file__).with_name("sample_batch.jsonl")
 

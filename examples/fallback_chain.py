@@ -7,7 +7,7 @@ error, so the chain falls back to "backup", each with its own model. Swap in
 real ones with `manager.add_provider("openai", {})` (keys from OPENAI_API_KEY).
 """
 
-from providers import AllProvidersFailed, ProviderManager
+from promptq.providers import AllProvidersFailed, ProviderManager
 
 
 def main() -> None:

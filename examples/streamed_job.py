@@ -10,9 +10,8 @@ reset and the answer comes from the second target, never spliced.
 
 import os
 
-from tasks.client import Client, Reset
-from tasks.settings import Settings
-from workers.local_stack import LocalStack
+from promptq import Client, Reset, Settings
+from promptq.workers.local_stack import LocalStack
 
 
 def main() -> None:

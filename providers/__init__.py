@@ -2,7 +2,7 @@
 llama.cpp and a deterministic mock, with classified errors, fallback chains
 and shared health.
 
-    from providers import ProviderManager, create_provider
+    from promptq.providers import ProviderManager, create_provider
 
     manager = ProviderManager()
     manager.add_provider("openai", {"default_model": "gpt-4o-mini"})

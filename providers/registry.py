@@ -23,12 +23,12 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "promptq.providers"
 
 _BUILTINS = {
-    "openai": "providers.openai_provider:OpenAIProvider",
-    "claude": "providers.claude_provider:ClaudeProvider",
-    "openrouter": "providers.openrouter_provider:OpenRouterProvider",
-    "ollama": "providers.ollama_provider:OllamaProvider",
-    "llamacpp": "providers.llamacpp_provider:LlamaCppProvider",
-    "mock": "providers.mock_provider:MockProvider",
+    "openai": "promptq.providers.openai_provider:OpenAIProvider",
+    "claude": "promptq.providers.claude_provider:ClaudeProvider",
+    "openrouter": "promptq.providers.openrouter_provider:OpenRouterProvider",
+    "ollama": "promptq.providers.ollama_provider:OllamaProvider",
+    "llamacpp": "promptq.providers.llamacpp_provider:LlamaCppProvider",
+    "mock": "promptq.providers.mock_provider:MockProvider",
 }
 _BUILTIN_ALIASES = {"anthropic": "claude", "llama.cpp": "llamacpp", "llama_cpp": "llamacpp"}
 

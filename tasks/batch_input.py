@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from providers.error_handling import ProviderError
-from providers.params import validate as validate_parameters
+from promptq.providers.error_handling import ProviderError
+from promptq.providers.params import validate as validate_parameters
 
 from .job import JobSpec, JobValidationError, Target
 

@@ -24,9 +24,9 @@ import redis
 from celery import Celery
 from celery.exceptions import Ignore
 
-from providers.backoff import retry_delay_s
-from providers.base import ProviderResult
-from providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.backoff import retry_delay_s
+from promptq.providers.base import ProviderResult
+from promptq.providers.error_handling import ErrorCategory, ProviderError
 
 from .keys import TASK_NAME
 from .runtime import Runtime, get_runtime

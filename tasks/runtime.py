@@ -15,9 +15,9 @@ from typing import Any, Callable, Dict, Optional
 
 import redis
 
-from providers import create_provider
-from providers.base import LLMProvider
-from providers.health_redis import RedisHealthStore
+from promptq.providers import create_provider
+from promptq.providers.base import LLMProvider
+from promptq.providers.health_redis import RedisHealthStore
 
 from .events import EventPublisher
 from .keys import Keys

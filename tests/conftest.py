@@ -6,6 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from tests.seed_alias import install_seed_alias
+
+# The user's seed tests import `providers.error_handling` and
+# `providers.fallback_manager`; they must get promptq's own modules, not a
+# second copy of the checkout's folder (two ProviderError classes would make
+# `except` and `isinstance` silently stop matching).
+install_seed_alias()
+
 from tests.redis_server import RedisServer
 
 pytest_plugins = ["tests.fakes.fixtures"]

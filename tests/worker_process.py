@@ -1,7 +1,7 @@
 """Worker processes for tests: the product's own (workers.local_stack), with
 lease settings fast enough that a killed worker's jobs return in seconds."""
 
-from workers.local_stack import ROOT, WorkerProcess as _WorkerProcess, wait_for
+from promptq.workers.local_stack import ROOT, WorkerProcess as _WorkerProcess, wait_for
 
 FAST_ENV = {
     "PROMPTQ_HEARTBEAT_S": "0.5",

@@ -23,7 +23,6 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
 def wait_for(condition, timeout_s: float = 30.0, interval_s: float = 0.05, message: str = "condition"):
     """Poll `condition()` until it returns a truthy value; fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -55,7 +54,6 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.name = name
         self.env = {**os.environ, "PROMPTQ_REDIS_URL": redis_url, **(env or {})}
-        self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = Path(tempfile.mkstemp(prefix=f"promptq-worker-{name}-", suffix=".log")[1])
 
@@ -66,12 +64,12 @@ class WorkerProcess:
 
     def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
         cmd = [
-            sys.executable, "-m", "workers.cli.main", "worker", "--providers", self.providers,
+            sys.executable, "-P", "-m", "promptq.workers.cli.main", "worker", "--providers", self.providers,
             "--pool", self.pool, "--concurrency", str(self.concurrency), "--name", self.name,
             "--loglevel", "INFO",
         ]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         client = redis.Redis.from_url(self.redis_url)
         prefix = self.env.get("PROMPTQ_KEY_PREFIX") or "promptq"
         try:

@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable, Optional
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from tasks.job import KNOWN_PROVIDERS
-from tasks.keys import Keys
-from tasks.observer import Observer
-from tasks.settings import Settings
+from promptq.tasks.job import KNOWN_PROVIDERS
+from promptq.tasks.keys import Keys
+from promptq.tasks.observer import Observer
+from promptq.tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class RedisStateCollector:
         if self._redis is None:
             import redis
 
-            from providers.health_redis import RedisHealthStore
+            from promptq.providers.health_redis import RedisHealthStore
 
             self._redis = redis.Redis.from_url(self.settings.redis_url)
             self._health = RedisHealthStore(self._redis, self.keys.health_prefix)

@@ -15,7 +15,7 @@ from typing import List
 import click
 import pytest
 
-from tasks.settings import Settings, SettingsError
+from promptq.tasks.settings import Settings, SettingsError
 
 from .helpers import (
     REPO,
@@ -31,10 +31,10 @@ from .helpers import (
 @pytest.fixture(scope="module")
 def cli() -> click.Group:
     try:
-        from workers.cli.main import cli as group
+        from promptq.workers.cli.main import cli as group
     except ImportError as exc:  # a failure, not a skip: compose depends on this CLI
-        pytest.fail(f"workers.cli.main does not import ({exc}); compose.yaml's commands cannot be checked")
-    assert isinstance(group, click.Group), f"workers.cli.main.cli is a {type(group).__name__}, not a click Group"
+        pytest.fail(f"promptq.workers.cli.main does not import ({exc}); compose.yaml's commands cannot be checked")
+    assert isinstance(group, click.Group), f"promptq.workers.cli.main.cli is a {type(group).__name__}, not a click Group"
     return group
 
 
@@ -110,7 +110,7 @@ def test_published_promptq_services_listen_beyond_the_container_loopback(cli):
 
 
 def test_worker_flag_values_are_valid():
-    from providers.registry import known_providers, resolve_name
+    from promptq.providers.registry import known_providers, resolve_name
 
     names = set(known_providers())
     for name, svc in worker_services().items():

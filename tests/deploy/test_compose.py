@@ -21,7 +21,7 @@ import subprocess
 import sys
 import pytest
 
-from tasks.settings import Settings
+from promptq.tasks.settings import Settings
 
 from .helpers import (
     BUILTIN_PROVIDERS,

@@ -116,8 +116,8 @@ def test_metrics_list_matches_what_workers_export():
     # workers really serve: build the worker's registry and read it back.
     from prometheus_client import CollectorRegistry
 
-    from tasks.settings import Settings
-    from workers.metrics import PrometheusObserver, RedisStateCollector
+    from promptq.tasks.settings import Settings
+    from promptq.workers.metrics import PrometheusObserver, RedisStateCollector
 
     registry = CollectorRegistry()
     observer = PrometheusObserver(registry)

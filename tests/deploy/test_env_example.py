@@ -15,7 +15,7 @@ from typing import Dict
 
 import pytest
 
-from tasks.settings import Settings
+from promptq.tasks.settings import Settings
 
 from .helpers import ENV_EXAMPLE, REPO, compose, iter_strings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.mock_provider import reset_fault_counters
+from promptq.providers.mock_provider import reset_fault_counters
 from tests.fakes.fixtures import *  # noqa: F401,F403 - registers fake_openai, fake_anthropic, ...
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any, Iterable, List, Optional, Tuple
 
-from providers.base import ProviderResult, ProviderStream
-from providers.error_handling import ProviderError
+from promptq.providers.base import ProviderResult, ProviderStream
+from promptq.providers.error_handling import ProviderError
 
 
 def drain(stream: ProviderStream) -> Tuple[List[str], ProviderResult]:

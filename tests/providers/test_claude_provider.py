@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers.claude_provider import ClaudeProvider
-from providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.claude_provider import ClaudeProvider
+from promptq.providers.error_handling import ErrorCategory, ProviderError
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.wire import sse
 

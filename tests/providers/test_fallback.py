@@ -8,11 +8,11 @@ from unittest.mock import Mock
 
 import pytest
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.fallback_manager import AllProvidersFailed, ChainEntry, FallbackChain, ProviderStatus
-from providers.health import CircuitOpenError, CircuitState, InMemoryHealthStore, ProviderHealth
-from providers.health_redis import RedisHealthStore
-from providers.mock_provider import MockProvider
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.fallback_manager import AllProvidersFailed, ChainEntry, FallbackChain, ProviderStatus
+from promptq.providers.health import CircuitOpenError, CircuitState, InMemoryHealthStore, ProviderHealth
+from promptq.providers.health_redis import RedisHealthStore
+from promptq.providers.mock_provider import MockProvider
 
 SERVER = ProviderError("down", category=ErrorCategory.SERVER_ERROR, provider="x")
 

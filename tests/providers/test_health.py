@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.health import (
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.health import (
     NON_CIRCUIT_CATEGORIES,
     CircuitOpenError,
     CircuitState,
@@ -18,7 +18,7 @@ from providers.health import (
     InMemoryHealthStore,
     ProviderHealth,
 )
-from providers.health_redis import RedisHealthStore
+from promptq.providers.health_redis import RedisHealthStore
 
 POLICY = HealthPolicy(failure_threshold=3, cooldown_s=30.0, degraded_window_s=60.0, probe_timeout_s=10.0)
 

@@ -14,9 +14,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.health import CircuitState, HealthPolicy, ProviderHealth
-from providers.health_redis import RedisHealthStore
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.health import CircuitState, HealthPolicy, ProviderHealth
+from promptq.providers.health_redis import RedisHealthStore
 from tests.redis_server import free_port
 
 POLICY = HealthPolicy(failure_threshold=3, cooldown_s=30.0, probe_timeout_s=10.0)

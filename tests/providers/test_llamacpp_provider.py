@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from providers.error_handling import ErrorCategory, ProviderError, register_secret
-from providers.llamacpp_cli import StopFilter
-from providers.llamacpp_provider import LlamaCppProvider, render_prompt
+from promptq.providers.error_handling import ErrorCategory, ProviderError, register_secret
+from promptq.providers.llamacpp_cli import StopFilter
+from promptq.providers.llamacpp_provider import LlamaCppProvider, render_prompt
 from tests.fakes import LLAMA_CLI
 from tests.fakes.llamacpp_server import FakeLlamaServer
 

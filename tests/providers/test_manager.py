@@ -9,14 +9,14 @@ from unittest.mock import Mock
 
 import pytest
 
-import providers
-from providers import ProviderManager, create_provider
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.fallback_manager import AllProvidersFailed
-from providers.health import InMemoryHealthStore
-from providers.manager import parse_chain_item
-from providers.mock_provider import MockProvider
-from providers.registry import known_providers, provider_class, register_provider, unregister_provider
+from promptq import providers
+from promptq.providers import ProviderManager, create_provider
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.fallback_manager import AllProvidersFailed
+from promptq.providers.health import InMemoryHealthStore
+from promptq.providers.manager import parse_chain_item
+from promptq.providers.mock_provider import MockProvider
+from promptq.providers.registry import known_providers, provider_class, register_provider, unregister_provider
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def test_unknown_provider_names_the_known_ones():
 
 
 def test_third_party_providers_register_like_builtins():
-    register_provider("echo", "providers.mock_provider:MockProvider", aliases=["parrot"])
+    register_provider("echo", "promptq.providers.mock_provider:MockProvider", aliases=["parrot"])
     try:
         assert "echo" in known_providers()
         assert isinstance(create_provider("parrot", {"reply": "{prompt}!"}), MockProvider)
@@ -74,9 +74,9 @@ def test_package_exports_and_cheap_import():
         assert hasattr(providers, name), name
     assert providers.MockProvider is MockProvider
     probe = (
-        "import sys, providers\n"
+        "import sys, promptq.providers\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'redis')\n"
-        "             or m.startswith('providers.') and m.endswith('_provider') or m == 'providers.health_redis')\n"
+        "             or m.startswith('promptq.providers.') and m.endswith('_provider') or m == 'promptq.providers.health_redis')\n"
         "print(bad)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

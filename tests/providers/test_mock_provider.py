@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from providers import create_provider
-from providers.base import ProviderStream
-from providers.error_handling import RETRYABLE_CATEGORIES, ErrorCategory, ProviderError
-from providers.mock_provider import MockProvider
+from promptq.providers import create_provider
+from promptq.providers.base import ProviderStream
+from promptq.providers.error_handling import RETRYABLE_CATEGORIES, ErrorCategory, ProviderError
+from promptq.providers.mock_provider import MockProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,8 +202,8 @@ def test_max_tokens_and_stop():
 
 RUN_ONCE = """
 import sys
-from providers.mock_provider import MockProvider
-from providers.error_handling import ProviderError
+from promptq.providers.mock_provider import MockProvider
+from promptq.providers.error_handling import ProviderError
 try:
     print(MockProvider({"state_url": sys.argv[1]}).execute("m", sys.argv[2]))
 except ProviderError as exc:

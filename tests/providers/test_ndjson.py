@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from providers.ndjson import NDJSONDecoder, NDJSONLineError, iter_ndjson
+from promptq.providers.ndjson import NDJSONDecoder, NDJSONLineError, iter_ndjson
 
 from .support import decode_all
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.ollama_provider import OllamaProvider
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.ollama_provider import OllamaProvider
 from tests.fakes.ollama_server import FakeOllama
 
 from .support import drain, drain_until_error

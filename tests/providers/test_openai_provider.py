@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.openai_provider import OpenAIProvider
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.openai_provider import OpenAIProvider
 from tests.fakes.openai_server import FakeOpenAI
 
 from .support import drain, drain_until_error

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.openrouter_provider import OpenRouterProvider
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.openrouter_provider import OpenRouterProvider
 from tests.fakes.openrouter_server import FakeOpenRouter
 
 from .support import drain, drain_until_error

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.params import (
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.params import (
     anthropic_params,
     llama_cli_args,
     ollama_params,

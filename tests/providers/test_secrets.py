@@ -18,12 +18,12 @@ from typing import Iterator
 
 import pytest
 
-from providers.claude_provider import ClaudeProvider
-from providers.error_handling import ProviderError
-from providers.llamacpp_provider import LlamaCppProvider
-from providers.ollama_provider import OllamaProvider
-from providers.openai_provider import OpenAIProvider
-from providers.openrouter_provider import OpenRouterProvider
+from promptq.providers.claude_provider import ClaudeProvider
+from promptq.providers.error_handling import ProviderError
+from promptq.providers.llamacpp_provider import LlamaCppProvider
+from promptq.providers.ollama_provider import OllamaProvider
+from promptq.providers.openai_provider import OpenAIProvider
+from promptq.providers.openrouter_provider import OpenRouterProvider
 
 from .support import closed_port_url, drain_until_error
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from providers.sse import SSEDecoder, SSEEvent, iter_sse
+from promptq.providers.sse import SSEDecoder, SSEEvent, iter_sse
 
 from .support import decode_all
 

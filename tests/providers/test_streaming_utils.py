@@ -11,9 +11,9 @@ import json
 import pytest
 import requests
 
-from providers.error_handling import ErrorCategory, ProviderError
-from providers.sse import SSEEvent
-from providers.streaming_utils import (
+from promptq.providers.error_handling import ErrorCategory, ProviderError
+from promptq.providers.sse import SSEEvent
+from promptq.providers.streaming_utils import (
     ClaudeStreamParser,
     OllamaStreamParser,
     OpenAIStreamParser,

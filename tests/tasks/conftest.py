@@ -11,10 +11,10 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tasks.events import EventPublisher
-from tasks.keys import Keys
-from tasks.settings import Settings
-from tasks.store import JobStore
+from promptq.tasks.events import EventPublisher
+from promptq.tasks.keys import Keys
+from promptq.tasks.settings import Settings
+from promptq.tasks.store import JobStore
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def publisher(redis_client, keys) -> EventPublisher:
 
 @pytest.fixture
 def client(settings):
-    from tasks.client import Client
+    from promptq.tasks.client import Client
 
     producer = Client(settings)
     yield producer

@@ -11,10 +11,10 @@ import json
 import pytest
 import redis
 
-from tasks.batch import BatchBusyError, BatchInputError, batch_status, job_id_for, submit_batch
-from tasks.batch_input import BatchLine, InvalidLine, iter_batch
-from tasks.batch_submit import BulkSubmitter, MessageBuilder
-from tasks.job import JobValidationError
+from promptq.tasks.batch import BatchBusyError, BatchInputError, batch_status, job_id_for, submit_batch
+from promptq.tasks.batch_input import BatchLine, InvalidLine, iter_batch
+from promptq.tasks.batch_submit import BulkSubmitter, MessageBuilder
+from promptq.tasks.job import JobValidationError
 
 OPENAI_LINE = {
     "custom_id": "o1", "method": "POST", "url": "/v1/chat/completions",
@@ -222,7 +222,7 @@ def test_built_message_matches_what_send_task_writes(client, redis_client):
 def test_cli_reports_every_bad_line_as_file_line_reason_and_enqueues_nothing(tmp_path, settings, redis_client):
     from click.testing import CliRunner
 
-    from workers.cli.main import cli
+    from promptq.workers.cli.main import cli
 
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(jsonl(PLAIN_LINE, "{oops", OPENAI_LINE, {"custom_id": "p1", "prompt": "dup"})) + "\n")

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tasks.client import JobFailedError, JobNotFound, Reset
-from tasks.job import JobValidationError
-from tasks.keys import TASK_NAME
-from tasks.store import JobStatus
+from promptq.tasks.client import JobFailedError, JobNotFound, Reset
+from promptq.tasks.job import JobValidationError
+from promptq.tasks.keys import TASK_NAME
+from promptq.tasks.store import JobStatus
 from tests.worker_process import wait_for
 
 

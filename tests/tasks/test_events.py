@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tasks.events import EventPublisher, decode_event
+from promptq.tasks.events import EventPublisher, decode_event
 from tests.worker_process import wait_for
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tasks.job import MAX_METADATA_BYTES, JobSpec, JobValidationError, Target
+from promptq.tasks.job import MAX_METADATA_BYTES, JobSpec, JobValidationError, Target
 
 
 def make(**overrides):

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.app import create_app
-from tasks.keys import TASK_NAME
-from tasks.leases import LeaseKeeper
-from tasks.settings import Settings
-from tasks.store import JobStatus, JobStore, new_token
+from promptq.tasks.app import create_app
+from promptq.tasks.keys import TASK_NAME
+from promptq.tasks.leases import LeaseKeeper
+from promptq.tasks.settings import Settings
+from promptq.tasks.store import JobStatus, JobStore, new_token
 from tests.worker_process import wait_for
 
 

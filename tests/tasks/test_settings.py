@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tasks.settings import DEFAULT_REDIS_URL, Settings, SettingsError
+from promptq.tasks.settings import DEFAULT_REDIS_URL, Settings, SettingsError
 
 
 def write_config(tmp_path, text: str) -> str:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tasks.store import JobStatus, JobStore, new_token
+from promptq.tasks.store import JobStatus, JobStore, new_token
 
 COUNTERS = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "retried", "failed_over",
             "recovered", "input_tokens", "output_tokens")

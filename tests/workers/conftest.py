@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from providers.health_redis import RedisHealthStore
-from tasks.client import Client
-from tasks.settings import Settings
+from promptq.providers.health_redis import RedisHealthStore
+from promptq.tasks.client import Client
+from promptq.tasks.settings import Settings
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 from tests.worker_process import WorkerProcess

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 def promptq(redis_server, *args, timeout=120):
     env = {**os.environ, "PROMPTQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "workers.cli.main", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 

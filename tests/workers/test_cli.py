@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 def promptq(redis_server, *args, timeout=60, stdin=None):
     env = {**os.environ, "PROMPTQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli.main", *args], env=env, cwd=ROOT, capture_output=True,
+        [sys.executable, "-m", "promptq.workers.cli.main", *args], env=env, cwd=ROOT, capture_output=True,
         text=True, timeout=timeout, input=stdin,
     )
 
@@ -93,6 +93,6 @@ def test_health_shows_provider_state(redis_server, fakes):
 
 def test_unreachable_redis_is_one_clear_line(tmp_path):
     env = {**os.environ, "PROMPTQ_REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "workers.cli.main", "status", "abc"], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", "status", "abc"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 6 and "cannot reach Redis" in out.stderr and "Traceback" not in out.stderr

@@ -18,7 +18,7 @@ def test_demo_runs_batch_and_stream_then_cleans_up(tmp_path):
     out = tmp_path / "results.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTQ_")}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, "-m", "workers.cli.main", "demo", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", "demo", "--out", str(out)],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stderr
@@ -29,7 +29,7 @@ def test_demo_runs_batch_and_stream_then_cleans_up(tmp_path):
     assert "answered by promptq's mock provider." in proc.stdout
 
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    sample = [json.loads(line) for line in (ROOT / "examples" / "demo_batch.jsonl").read_text().splitlines()]
+    sample = [json.loads(line) for line in (ROOT / "workers" / "cli" / "demo_batch.jsonl").read_text().splitlines()]
     assert sorted(l["custom_id"] for l in lines) == sorted(s["custom_id"] for s in sample)
     assert all(l["response"]["status_code"] == 200 for l in lines)
 

@@ -26,7 +26,7 @@ def flower(redis_server, worker):
     env = {**os.environ, "PROMPTQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT),
            "FLOWER_BASIC_AUTH": ":".join(AUTH)}
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli.main", "flower", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "promptq.workers.cli.main", "flower", "--port", str(port)],
                             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 

@@ -8,8 +8,8 @@ import re
 import pytest
 import requests
 
-from tasks.client import Client
-from tasks.settings import Settings
+from promptq.tasks.client import Client
+from promptq.tasks.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.redis_server import free_port
 from tests.worker_process import WorkerProcess, wait_for

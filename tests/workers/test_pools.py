@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from tasks.client import Client
-from tasks.settings import Settings
+from promptq.tasks.client import Client
+from promptq.tasks.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.worker_process import WorkerProcess
 

@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from providers.health_redis import RedisHealthStore
-from providers.error_handling import ProviderError, ErrorCategory
-from tasks.client import Reset
-from tasks.job import JobValidationError
+from promptq.providers.health_redis import RedisHealthStore
+from promptq.providers.error_handling import ProviderError, ErrorCategory
+from promptq.tasks.client import Reset
+from promptq.tasks.job import JobValidationError
 from tests.worker_process import wait_for
 
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY
@@ -96,7 +96,7 @@ def test_all_targets_fail_then_dead_letter_and_requeue(client, fakes, redis_serv
 
     from click.testing import CliRunner
 
-    from workers.cli.main import cli
+    from promptq.workers.cli.main import cli
 
     runner = CliRunner()
     out = runner.invoke(cli, ["--redis-url", redis_server.url, "dlq", "list"])

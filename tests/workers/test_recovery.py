@@ -8,8 +8,8 @@ import uuid
 import pytest
 from kombu import Connection
 
-from tasks.client import Client
-from tasks.settings import Settings
+from promptq.tasks.client import Client
+from promptq.tasks.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.worker_process import WorkerProcess, wait_for
 
@@ -76,7 +76,7 @@ def test_pickled_message_is_refused_and_worker_keeps_going(redis_server, openai,
 def test_worker_without_a_key_fails_over_without_hurting_shared_health(redis_server, openai, client):
     from tests.fakes.anthropic_server import FakeAnthropic
 
-    from providers.health_redis import RedisHealthStore
+    from promptq.providers.health_redis import RedisHealthStore
 
     with FakeAnthropic(api_key="sk-ant-test-keyed-012345") as anthropic:
         env = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": openai.base_url,

@@ -51,8 +51,8 @@ def batch() -> None:
 def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: str, batch_id: Optional[str],
            skip_invalid: bool, quiet: bool) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
-    from tasks.batch import BatchBusyError, BatchInputError, submit_batch
-    from tasks.job import JobValidationError
+    from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
+    from promptq.tasks.job import JobValidationError
 
     source: Any = file
     name = file
@@ -133,7 +133,7 @@ def status(state: State, batch_id: str, as_json: bool) -> None:
 @redis_errors
 def wait(state: State, batch_id: str, timeout: Optional[float], interval: float, quiet: bool) -> None:
     """Wait until every job of the batch has finished (exit 0 even if some failed)."""
-    from tasks.batch import submission_stalled
+    from promptq.tasks.batch import submission_stalled
 
     info = _status_or_exit(state, batch_id)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -173,7 +173,7 @@ def wait(state: State, batch_id: str, timeout: Optional[float], interval: float,
 @redis_errors
 def results(state: State, batch_id: str, output: Optional[str], partial: bool) -> None:
     """Write one OpenAI Batch output line per job, in input order."""
-    from tasks.batch import BatchNotFinished, iter_results
+    from promptq.tasks.batch import BatchNotFinished, iter_results
 
     counts: Dict[str, int] = {}
 
@@ -213,7 +213,7 @@ def results(state: State, batch_id: str, output: Optional[str], partial: bool) -
 @redis_errors
 def cancel(state: State, batch_id: str, as_json: bool) -> None:
     """Cancel every job of the batch that has not started; running ones finish."""
-    from tasks.batch import BatchNotFound, cancel_batch
+    from promptq.tasks.batch import BatchNotFound, cancel_batch
 
     try:
         counts = cancel_batch(state.client, batch_id)
@@ -233,7 +233,7 @@ def cancel(state: State, batch_id: str, as_json: bool) -> None:
 
 
 def _status_or_exit(state: State, batch_id: str) -> Dict[str, Any]:
-    from tasks.batch import BatchNotFound, batch_status
+    from promptq.tasks.batch import BatchNotFound, batch_status
 
     try:
         return batch_status(state.client, batch_id)

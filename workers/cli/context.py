@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import click
 
-from tasks.settings import Settings, SettingsError
+from promptq.tasks.settings import Settings, SettingsError
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -43,7 +43,7 @@ class State:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from tasks.client import Client
+            from promptq.tasks.client import Client
 
             self._client = Client(self.settings)
         return self._client

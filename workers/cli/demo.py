@@ -22,8 +22,8 @@ import requests
 
 from .context import State, pass_state
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "examples" / "demo_batch.jsonl"
+# Shipped inside the package, so `pip install promptq && promptq demo` works anywhere.
+SAMPLE = Path(__file__).resolve().with_name("demo_batch.jsonl")
 # Slow enough to watch the bar move and the stream arrive, fast enough to finish in seconds.
 MOCK_CONFIG = """
 [providers.mock]
@@ -56,7 +56,9 @@ class _Runner:
 
     def __call__(self, *args: str, capture: bool = False) -> str:
         proc = subprocess.run(
-            [sys.executable, "-m", "workers.cli.main", *args], env=self.env, cwd=ROOT,
+            # -P: the current directory (perhaps a Celery project with its own
+            # tasks.py) never comes before the installed package.
+            [sys.executable, "-P", "-m", "promptq.workers.cli.main", *args], env=self.env,
             stdout=subprocess.PIPE if capture else None, text=True,
         )
         if proc.returncode not in (0,):
@@ -66,12 +68,12 @@ class _Runner:
 
 @click.command()
 @click.option("--ollama", "ollama_model", metavar="MODEL", help="Ask a local Ollama model first (mock as fallback).")
-@click.option("--out", type=click.Path(dir_okay=False), default=str(ROOT / ".promptq" / "demo-results.jsonl"),
+@click.option("--out", type=click.Path(dir_okay=False), default=str(Path(".promptq") / "demo-results.jsonl"),
               show_default=True, help="Where to write the batch results.")
 @pass_state
 def demo(state: State, ollama_model: Optional[str], out: str) -> None:
     """Run a sample batch and a live stream on a private Redis and worker."""
-    from workers.local_stack import LocalStack
+    from promptq.workers.local_stack import LocalStack
 
     models = _ollama_models()
     if models is not None and not ollama_model:
@@ -92,9 +94,9 @@ def demo(state: State, ollama_model: Optional[str], out: str) -> None:
         providers = ["mock"] + (["ollama"] if ollama_model else [])
         worker = stack.add_worker(providers, env=worker_env, concurrency=8, name="demo")
         _say(f"Started a worker (pid {worker.proc.pid}) on queues {', '.join('promptq.' + p for p in providers)}")
-        run = _Runner({**os.environ, "PROMPTQ_REDIS_URL": stack.redis_url, "PYTHONPATH": str(ROOT)})
+        run = _Runner({**os.environ, "PROMPTQ_REDIS_URL": stack.redis_url})
 
-        _say(f"Submitting {SAMPLE.relative_to(ROOT)}: targets {' then '.join(targets)}; "
+        _say(f"Submitting the sample batch {SAMPLE.name}: targets {' then '.join(targets)}; "
              "some lines rate-limit once (retry), some are refused by the first target (failover)")
         to_args = [a for t in targets for a in ("--to", t)]
         batch_id = run("batch", "submit", str(SAMPLE), *to_args, "--quiet", capture=True)

@@ -41,7 +41,7 @@ def list_(state: State, limit: int, as_json: bool) -> None:
 @redis_errors
 def requeue(state: State, job_ids: Tuple[str, ...], all_: bool) -> None:
     """Run dead-lettered jobs again from their first target (same ids)."""
-    from tasks.store import new_token
+    from promptq.tasks.store import new_token
 
     client = state.client
     ids = client.store.dead_letters(1_000_000) if all_ else list(job_ids)

@@ -53,7 +53,7 @@ def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system
            messages: Optional[str], params: Tuple[str, ...], stream: bool, custom_id: Optional[str],
            metadata: Optional[str], max_retries: Optional[int], job_id: Optional[str]) -> None:
     """Enqueue a job; print its id. PROMPT '-' reads the prompt from stdin."""
-    from tasks.job import JobValidationError
+    from promptq.tasks.job import JobValidationError
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -86,7 +86,7 @@ def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system
 @redis_errors
 def result(state: State, job_id: str, wait: bool, timeout: Optional[float], as_json: bool) -> None:
     """Print a job's answer (exit 1 if it failed, 3 if not finished in time)."""
-    from tasks.client import JobNotFound
+    from promptq.tasks.client import JobNotFound
 
     client = state.client
     try:
@@ -128,7 +128,7 @@ def status(state: State, job_id: str) -> None:
 @redis_errors
 def stream(state: State, job_id: str, timeout: Optional[float], events: bool) -> None:
     """Print a job's text live; a failed attempt's text is marked as discarded."""
-    from tasks.client import JobNotFound
+    from promptq.tasks.client import JobNotFound
 
     status_word = "succeeded"
     try:
@@ -165,7 +165,7 @@ def stream(state: State, job_id: str, timeout: Optional[float], events: bool) ->
 @redis_errors
 def cancel(state: State, job_id: str) -> None:
     """Cancel a job that has not finished; print what happened."""
-    from tasks.client import JobNotFound
+    from promptq.tasks.client import JobNotFound
 
     try:
         outcome = state.client.cancel(job_id)

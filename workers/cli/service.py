@@ -12,7 +12,7 @@ import click
 
 from .context import EXIT_UNAVAILABLE, State, fail, pass_state, redis_errors
 
-CELERY_APP = "workers.celery_app"
+CELERY_APP = "promptq.workers.celery_app"
 
 
 def _exec_celery(state: State, args: list) -> None:
@@ -23,7 +23,9 @@ def _exec_celery(state: State, args: list) -> None:
         os.environ["PROMPTQ_REDIS_URL"] = state.redis_url
     if state.config:
         os.environ["PROMPTQ_CONFIG"] = state.config
-    argv = [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+    # -P: `python -m` would put the current directory first on sys.path, and a
+    # user's own tasks.py or celery.py there would shadow what Celery imports.
+    argv = [sys.executable, "-P", "-m", "celery", "-A", CELERY_APP, *args]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
 
@@ -41,8 +43,8 @@ def _exec_celery(state: State, args: list) -> None:
 def worker(state: State, providers_csv: Optional[str], pool: Optional[str], concurrency: Optional[int],
            name: str, loglevel: str, dry_run: bool) -> None:
     """Run a worker consuming the given providers' queues."""
-    from tasks.job import KNOWN_PROVIDERS
-    from tasks.keys import Keys
+    from promptq.tasks.job import KNOWN_PROVIDERS
+    from promptq.tasks.keys import Keys
 
     settings = state.settings
     names = [p.strip() for p in (providers_csv or settings.providers).split(",") if p.strip()]
@@ -82,8 +84,8 @@ def flower(state: State, port: int, address: str) -> None:
 @redis_errors
 def health(state: State, as_json: bool) -> None:
     """Show each provider's health and circuit as all workers see it."""
-    from providers.health_redis import RedisHealthStore
-    from tasks.keys import Keys
+    from promptq.providers.health_redis import RedisHealthStore
+    from promptq.tasks.keys import Keys
 
     client = state.client
     store = RedisHealthStore(client.redis, Keys(state.settings.key_prefix).health_prefix)
