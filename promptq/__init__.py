@@ -19,6 +19,8 @@ __version__ = "0.2.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "AsyncClient": "promptq.tasks.async_client",
+    "AsyncJobHandle": "promptq.tasks.async_client",
     "Client": "promptq.tasks.client",
     "JobHandle": "promptq.tasks.client",
     "Reset": "promptq.tasks.client",

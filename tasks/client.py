@@ -6,44 +6,30 @@
     client.result(handle.id, timeout=60).text
     for piece in client.stream(handle.id): ...   # str chunks, and Reset markers
 
-Nothing here calls a provider; a producer needs no API key.
+Nothing here calls a provider; a producer needs no API key. What a submit,
+a cancel or a follower does is decided in `tasks.client_core`; this is its
+blocking shell (redis-py), `tasks.async_client.AsyncClient` its asyncio one.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import redis
 
 from .app import create_app
-from .events import TERMINAL_EVENTS, EventPublisher, decode_event
+from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
+                          Send, Sleep, Subscribe, stream_item)
+from .events import EventPublisher
 from .job import JobSpec
-from .keys import TASK_NAME, Keys
+from .keys import TASK_NAME
 from .settings import Settings
-from .store import JobRecord, JobStore, new_token
+from .store import JobRecord, JobStore
+from .store_calls import ScriptCall
 
-
-class JobNotFound(LookupError):
-    """No record for this id (never submitted, or expired after result_ttl_s)."""
-
-
-class JobFailedError(RuntimeError):
-    """A followed job failed on every target."""
-
-    def __init__(self, job_id: str, message: str):
-        self.job_id = job_id
-        super().__init__(f"job {job_id} failed: {message}")
-
-
-@dataclass(frozen=True)
-class Reset:
-    """In a text stream: the attempt that sent the text so far failed; discard it."""
-
-    attempt: int
-    provider: Optional[str]
-    reason: str
+__all__ = ["Client", "JobFailedError", "JobHandle", "JobNotFound", "Reset"]
 
 
 @dataclass
@@ -72,13 +58,15 @@ class Client:
 
     def __init__(self, settings: Optional[Settings] = None, *, app: Any = None):
         self.settings = settings or Settings.load()
-        self.keys = Keys(self.settings.key_prefix)
+        self.core = ClientCore(self.settings)
+        self.keys = self.core.keys
         self.app = app or create_app(self.settings)
         self.redis = redis.Redis.from_url(self.settings.redis_url, socket_keepalive=True)
         self.store = JobStore(self.redis, self.keys, self.settings.result_ttl_s)
         self.publisher = EventPublisher(
             self.redis, self.keys, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
         )
+        self._scripts: Dict[str, Any] = {}
 
     # --- submitting -----------------------------------------------------------
 
@@ -98,25 +86,16 @@ class Client:
         job_id: Optional[str] = None,
     ) -> JobHandle:
         """Validate and enqueue a job; raises `JobValidationError` naming the bad field."""
-        spec = JobSpec.create(
+        spec = self.core.validate(
             targets=to, prompt=prompt, messages=messages, system_prompt=system_prompt,
             parameters=parameters, stream=stream, custom_id=custom_id, batch_id=batch_id,
             metadata=metadata, max_retries=max_retries, job_id=job_id,
-            max_prompt_chars=self.settings.max_prompt_chars,
         )
         return self.submit_spec(spec)
 
     def submit_spec(self, spec: JobSpec) -> JobHandle:
         """Enqueue an already validated job. Submitting the same id twice runs it once."""
-        data = spec.to_dict()
-        token = new_token()
-        # The record (with the token) exists before the message does, so a
-        # fast worker never sees a message it cannot match.
-        if not self.store.create(data, token, send_deadline_s=self.settings.lease_ttl_s):
-            return JobHandle(spec.id, self, created=False)
-        self.send(spec.id, data, target_index=0, attempt=1, token=token)
-        self.store.release(spec.id, token)
-        return JobHandle(spec.id, self)
+        return JobHandle(spec.id, self, created=self._run(self.core.submit(spec)))
 
     def send(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> None:
         provider = spec["targets"][target_index].split(":", 1)[0]
@@ -131,121 +110,89 @@ class Client:
     # --- reading ----------------------------------------------------------------
 
     def status(self, job_id: str) -> Optional[JobRecord]:
-        return self.store.get(job_id)
+        return self._run(self.core.status(job_id))
 
     def result(self, job_id: str, timeout: Optional[float] = None) -> JobRecord:
         """Wait until the job succeeded, failed or was cancelled; TimeoutError after `timeout`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                for _ in self.events(job_id, timeout=remaining):
-                    pass
-            except TimeoutError:
-                record = self.store.get(job_id)
-                status = record.status.value if record else "unknown"
-                raise TimeoutError(f"job {job_id} still {status} after {timeout}s") from None
-            record = self.store.get(job_id)
-            if record is None:
-                raise JobNotFound(job_id)
-            # A terminal event can precede its record write by a moment, or
-            # belong to a run before a requeue: the record has the last word.
-            if record.status.terminal:
-                return record
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {record.status.value} after {timeout}s")
-            time.sleep(0.05)
+        return self._run(self.core.result(job_id, timeout=timeout))
 
     def cancel(self, job_id: str) -> str:
         """'cancelled' (it will not run), 'requested' (it stops at its next chunk), or its final status."""
-        record = self.store.get(job_id)
-        if record is None:
-            raise JobNotFound(job_id)
-        outcome = self.store.cancel(job_id, record.spec.get("batch_id"))
-        if outcome == "cancelled":
-            self.publisher.publish(job_id, "cancelled", attempt=record.attempt, store=bool(record.spec.get("stream")))
-        return outcome
+        return self._run(self.core.cancel(job_id))
 
     def events(self, job_id: str, timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:
-        """Every event of the job in order, live, ending with the terminal one.
-
-        Subscribes first, then replays the stored events, then follows
-        pub/sub, dropping anything already seen by sequence number; a gap in
-        the numbers is filled from the replay stream. Jobs that do not stream
-        keep no replay, so their end is read from the record.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.keys.channel(job_id))
-        try:
-            last = 0
-            for event in self._replay(job_id, after=0):
-                last = event["seq"]
-                yield event
-                if event["type"] in TERMINAL_EVENTS:
-                    return
-            while True:
-                wait_s = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-                message = pubsub.get_message(timeout=wait_s)
-                if message and message.get("type") == "message":
-                    event = decode_event(message["data"])
-                    if event["seq"] <= last:
-                        continue
-                    pending = [event]
-                    if event["seq"] > last + 1:
-                        pending = self._replay(job_id, after=last) or pending
-                    for item in pending:
-                        if item["seq"] <= last:
-                            continue
-                        last = item["seq"]
-                        yield item
-                        if item["type"] in TERMINAL_EVENTS:
-                            return
-                    continue
-                # Quiet for a second: the job may have ended before we
-                # subscribed (and kept no replay), or may not exist at all.
-                record = self.store.get(job_id)
-                if record is None:
-                    raise JobNotFound(job_id)
-                if record.status.terminal:
-                    missed = [e for e in self._replay(job_id, after=last)]
-                    for item in missed:
-                        last = item["seq"]
-                        yield item
-                        if item["type"] in TERMINAL_EVENTS:
-                            return
-                    yield _terminal_from_record(record)
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"job {job_id} still {record.status.value} after {timeout}s")
-        finally:
-            pubsub.close()
+        """Every event of the job in order, live, ending with the terminal one (see `ClientCore.events`)."""
+        return self._steps(self.core.events(job_id, timeout=timeout))
 
     def stream(self, job_id: str, timeout: Optional[float] = None) -> Iterator[Any]:
         """The job's text as it arrives: `str` chunks, and a `Reset` where an attempt's text must be discarded."""
         for event in self.events(job_id, timeout=timeout):
-            kind = event["type"]
-            if kind == "chunk":
-                yield event["text"]
-            elif kind == "reset":
-                yield Reset(event.get("attempt", 0), event.get("provider"), event.get("reason", ""))
-            elif kind == "error":
-                raise JobFailedError(job_id, (event.get("error") or {}).get("message", "job failed"))
-
-    def _replay(self, job_id: str, after: int) -> List[Dict[str, Any]]:
-        entries = self.redis.xrange(self.keys.events(job_id), "-", "+")
-        events = [decode_event(fields[b"e"]) for _, fields in entries]
-        return [e for e in events if e["seq"] > after]
+            item = stream_item(job_id, event)
+            if item is not None:
+                yield item
 
     def close(self) -> None:
         self.redis.close()
 
+    # --- the shell: blocking I/O for the core's steps --------------------------------
 
-def _terminal_from_record(record: JobRecord) -> Dict[str, Any]:
-    kind = {"succeeded": "done", "failed": "error", "cancelled": "cancelled"}[record.status.value]
-    event: Dict[str, Any] = {"seq": 0, "type": kind, "job_id": record.id, "attempt": record.attempt, "from_record": True}
-    if record.result:
-        event.update(usage=record.result.get("usage"), provider=record.result.get("provider"), model=record.result.get("model"))
-    if record.error:
-        event["error"] = record.error
-    return event
+    def _run(self, protocol: Protocol) -> Any:
+        """Drive an operation to its return value, dropping any events it delivers."""
+        steps = self._steps(protocol)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+
+    def _steps(self, protocol: Protocol) -> Any:
+        """Drive an operation, yielding the events it delivers; returns what it returns."""
+        pubsub = None
+        reply: Any = None
+        error: Optional[BaseException] = None
+        try:
+            while True:
+                try:
+                    step = protocol.throw(error) if error is not None else protocol.send(reply)
+                except StopIteration as stop:
+                    return stop.value
+                reply, error = None, None
+                if isinstance(step, Deliver):
+                    yield step.event
+                    continue
+                try:
+                    if isinstance(step, Subscribe):
+                        if pubsub is not None:
+                            pubsub.close()
+                        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                        pubsub.subscribe(step.channel)
+                    elif isinstance(step, Listen):
+                        message = pubsub.get_message(timeout=step.timeout_s)
+                        reply = message["data"] if message and message.get("type") == "message" else None
+                    else:
+                        reply = self._io(step)
+                except Exception as exc:  # the operation decides what a failed step means
+                    error = exc
+        finally:
+            protocol.close()
+            if pubsub is not None:
+                pubsub.close()
+
+    def _io(self, step: Any) -> Any:
+        if isinstance(step, ScriptCall):
+            script = self._scripts.get(step.source)
+            if script is None:
+                script = self._scripts[step.source] = self.redis.register_script(step.source)
+            return script(keys=step.keys, args=step.args)
+        if isinstance(step, Commands):
+            pipe = self.redis.pipeline(transaction=False)
+            for command in step.commands:
+                pipe.execute_command(*command)
+            return pipe.execute()
+        if isinstance(step, Send):
+            return self.send(step.job_id, step.spec, target_index=step.target_index, attempt=step.attempt,
+                             token=step.token)
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None
+        raise TypeError(f"unknown step {step!r}")

@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import redis
 
 from .keys import Keys
+from .store_calls import ScriptCall
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,9 @@ class EventPublisher:
         self._sender_lock = threading.Lock()
 
     def _call(self, job_id: str, event_type: str, attempt: int, store: bool, fields: Dict[str, Any]) -> Tuple[list, list]:
-        body = {"type": event_type, "job_id": job_id, "attempt": attempt, "ts": round(time.time(), 6)}
-        body.update(fields)
-        encoded = json.dumps(body, separators=(",", ":"))
-        return ([self.keys.seq(job_id), self.keys.events(job_id)],
-                [encoded[1:], self.maxlen, self.ttl_s, self.keys.channel(job_id), "1" if store else "0"])
+        call = publish_call(self.keys, job_id, event_type, attempt=attempt, store=store, maxlen=self.maxlen,
+                            ttl_s=self.ttl_s, fields=fields)
+        return list(call.keys), list(call.args)
 
     def publish(
         self,
@@ -248,6 +247,21 @@ class _Sender:
             if watch is not None:
                 pipe.execute_command("HGET", *watch)
         return pipe.execute(raise_on_error=False)
+
+
+def publish_call(
+    keys: Keys, job_id: str, event_type: str, *, attempt: int, store: bool, maxlen: int, ttl_s: float,
+    fields: Dict[str, Any],
+) -> ScriptCall:
+    """The one script call that numbers, publishes and (if `store`) keeps an event. Pure."""
+    body = {"type": event_type, "job_id": job_id, "attempt": attempt, "ts": round(time.time(), 6)}
+    body.update(fields)
+    encoded = json.dumps(body, separators=(",", ":"))
+    return ScriptCall(
+        _PUBLISH,
+        [keys.seq(job_id), keys.events(job_id)],
+        [encoded[1:], maxlen, int(ttl_s), keys.channel(job_id), "1" if store else "0"],
+    )
 
 
 def decode_event(raw: Any) -> Dict[str, Any]:

@@ -17,88 +17,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .keys import Keys
+from .record import TERMINAL, JobRecord, JobStatus, new_token, record_from_replies
+from .store_calls import _CANCEL, _CREATE, _RELEASE, StoreCalls
 
-
-class JobStatus(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def new_token() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass
-class JobRecord:
-    """A job as the producer sees it."""
-
-    id: str
-    status: JobStatus
-    spec: Dict[str, Any]
-    target_index: int = 0
-    attempt: int = 1
-    result: Optional[Dict[str, Any]] = None
-    error: Optional[Dict[str, Any]] = None
-    attempts: List[Dict[str, Any]] = field(default_factory=list)
-    created_at: Optional[float] = None
-    started_at: Optional[float] = None
-    finished_at: Optional[float] = None
-    worker: Optional[str] = None
-
-    @property
-    def text(self) -> Optional[str]:
-        return self.result.get("text") if self.result else None
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status.value,
-            "provider": (self.result or {}).get("provider"),
-            "model": (self.result or {}).get("model"),
-            "text": self.text,
-            "usage": (self.result or {}).get("usage"),
-            "finish_reason": (self.result or {}).get("finish_reason"),
-            "error": self.error,
-            "attempts": self.attempts,
-            "targets": self.spec.get("targets"),
-            "custom_id": self.spec.get("custom_id"),
-            "batch_id": self.spec.get("batch_id"),
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "worker": self.worker,
-        }
-
-
-# A new job sits in inflight (deadline ARGV[6]) until its message is sent
-# and `release` takes it out: a producer that dies in between loses nothing,
-# a reaper sends it instead.
-# KEYS: job, batch, inflight ; ARGV: now, token, spec, target_index, has_batch, deadline, job_id
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[2], 'spec', ARGV[3],
-           'target_index', ARGV[4], 'attempt', '1', 'created_at', ARGV[1], 'updated_at', ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
-if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'queued', 1) end
-return 1
-"""
+__all__ = ["TERMINAL", "JobRecord", "JobStatus", "JobStore", "new_token"]
 
 # KEYS: job, inflight, batch ; ARGV: now, token, deadline, worker, job_id, has_batch
 _START = """
@@ -168,28 +93,6 @@ end
 return 1
 """
 
-# KEYS: job, inflight, batch, attempts, seq ; ARGV: now, job_id, has_batch, ttl
-_CANCEL = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
-if st == 'queued' or st == 'retrying' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'token', '', 'finished_at', ARGV[1], 'updated_at', ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  local ttl = tonumber(ARGV[4])
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[4], ttl)
-  redis.call('EXPIRE', KEYS[5], ttl)
-  if ARGV[3] == '1' then
-    redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or 'waiting', -1)
-    redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
-    redis.call('EXPIRE', KEYS[3], ttl * 2)
-    redis.call('EXPIRE', KEYS[3] .. ':jobs', ttl * 2)
-  end
-  return 'cancelled'
-end
-if st == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') return 'requested' end
-return st
-"""
 
 # Claim jobs whose deadline passed: give each a fresh token (so the lost
 # message is stale if it ever comes back), mark it queued, and set a short
@@ -244,14 +147,6 @@ end
 return 1
 """
 
-# KEYS: job, inflight ; ARGV: token, job_id
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 class JobStore:
@@ -261,6 +156,7 @@ class JobStore:
         self.redis = client
         self.keys = keys
         self.result_ttl_s = max(1, int(result_ttl_s))
+        self.calls = StoreCalls(keys, result_ttl_s)
         self._create = client.register_script(_CREATE)
         self._start = client.register_script(_START)
         self._move = client.register_script(_MOVE)
@@ -284,24 +180,13 @@ class JobStore:
         The caller sends the message, then calls `release`; until then the
         job is in inflight, so a crash in between is recovered by a reaper.
         """
-        batch_key, has_batch = self._batch_key(spec.get("batch_id"))
-        now = time.time()
-        return bool(
-            self._create(
-                keys=[self.keys.job(spec["id"]), batch_key, self.keys.inflight],
-                args=[now, token, json.dumps(spec), target_index, has_batch, now + send_deadline_s, spec["id"]],
-                client=client,
-            )
-        )
+        call = self.calls.create(spec, token, target_index, send_deadline_s)
+        return bool(self._create(keys=call.keys, args=call.args, client=client))
 
     def cancel(self, job_id: str, batch_id: Optional[str] = None, pipe: Any = None) -> Optional[str]:
         """'cancelled', 'requested' (running), 'missing' or the final status; None when queued on `pipe`."""
-        batch_key, has_batch = self._batch_key(batch_id)
-        result = self._cancel(
-            keys=[self.keys.job(job_id), self.keys.inflight, batch_key, self.keys.attempts(job_id), self.keys.seq(job_id)],
-            args=[time.time(), job_id, has_batch, self.result_ttl_s],
-            client=pipe,
-        )
+        call = self.calls.cancel(job_id, batch_id)
+        result = self._cancel(keys=call.keys, args=call.args, client=pipe)
         if pipe is not None:
             return None
         return result.decode() if isinstance(result, bytes) else str(result)
@@ -311,23 +196,7 @@ class JobStore:
         pipe.hgetall(self.keys.job(job_id))
         pipe.lrange(self.keys.attempts(job_id), 0, -1)
         fields, attempts = pipe.execute()
-        if not fields:
-            return None
-        f = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v for k, v in fields.items()}
-        return JobRecord(
-            id=job_id,
-            status=JobStatus(f.get("status", "queued")),
-            spec=json.loads(f.get("spec") or "{}"),
-            target_index=int(f.get("target_index") or 0),
-            attempt=int(f.get("attempt") or 1),
-            result=json.loads(f["result"]) if f.get("result") else None,
-            error=json.loads(f["error"]) if f.get("error") else None,
-            attempts=[json.loads(a) for a in attempts],
-            created_at=_float(f.get("created_at")),
-            started_at=_float(f.get("started_at")),
-            finished_at=_float(f.get("finished_at")),
-            worker=f.get("worker"),
-        )
+        return record_from_replies(job_id, fields, attempts)
 
     def status(self, job_id: str) -> Optional[JobStatus]:
         value = self.redis.hget(self.keys.job(job_id), "status")
@@ -426,7 +295,8 @@ class JobStore:
         With `pipe`, the call is queued on that pipeline (its answer comes
         from `pipe.execute()`; this returns True).
         """
-        return bool(self._release(keys=[self.keys.job(job_id), self.keys.inflight], args=[token, job_id], client=pipe))
+        call = self.calls.release(job_id, token)
+        return bool(self._release(keys=call.keys, args=call.args, client=pipe))
 
 
     def requeue_failed(self, job_id: str, token: str, batch_id: Optional[str]) -> bool:
@@ -443,7 +313,3 @@ class JobStore:
     def dead_letters(self, limit: int = 100) -> List[str]:
         ids = self.redis.lrange(self.keys.dead_letter, 0, limit - 1)
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
-
-
-def _float(value: Optional[str]) -> Optional[float]:
-    return float(value) if value not in (None, "") else None

@@ -1,6 +1,8 @@
-"""Client: submit puts a JSON Celery message on the provider's list; events() /
-stream() / result() follow a job whose worker side is played by calling
-JobStore and EventPublisher directly (no Celery worker)."""
+"""Client and AsyncClient: submit puts a JSON Celery message on the provider's
+list; events() / stream() / result() follow a job whose worker side is played
+by calling JobStore and EventPublisher directly (no Celery worker). Every
+test runs twice: against `Client`, and against `AsyncClient` (through
+tests/async_facade.py, which only drives its event loop)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,18 @@ from promptq.tasks.client import JobFailedError, JobNotFound, Reset
 from promptq.tasks.job import JobValidationError
 from promptq.tasks.keys import TASK_NAME
 from promptq.tasks.store import JobStatus
+from tests.async_facade import BlockingAsyncClient
 from tests.worker_process import wait_for
+
+
+@pytest.fixture(params=["sync", "async"])
+def client(request, settings):
+    from promptq.tasks.client import Client
+
+    producer = Client(settings) if request.param == "sync" else BlockingAsyncClient(settings)
+    yield producer
+    producer.close()
+    producer.app.close()
 
 
 class Follower(threading.Thread):
@@ -89,7 +102,9 @@ def test_job_whose_send_crashed_is_not_lost(client, redis_client, keys, monkeypa
     def crash(*args, **kwargs):
         raise ConnectionError("producer died between create and send")
 
-    monkeypatch.setattr(client, "send", crash)
+    # The blocking client sends through Celery, the async one through its own LPUSH.
+    target, name = (client.aclient, "_send") if isinstance(client, BlockingAsyncClient) else (client, "send")
+    monkeypatch.setattr(target, name, crash)
     with pytest.raises(ConnectionError):
         client.submit("hi", to=["mock:m"], job_id="j1")
     monkeypatch.undo()

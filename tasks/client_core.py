@@ -1,0 +1,272 @@
+"""What a producer decides, with no I/O: the one core of `Client` and `AsyncClient`.
+
+Sans-I/O, in the manner of h11: each operation (submit, status, cancel,
+events, result) is a generator that *yields the I/O it needs* as plain data
+-- run this script, run these commands in one pipeline, send this message,
+subscribe, wait for a pub/sub message, sleep -- and is sent the reply. It
+also yields `Deliver(event)` where a follower hands an event to its caller.
+A shell drives the generator with real I/O: `Client` with redis-py, blocking;
+`AsyncClient` with redis.asyncio. The shells hold no decisions of their own,
+so the two cannot drift apart: the order of subscribe and replay, gap
+filling by sequence number, reading a quiet job's end from its record, and
+timeouts are written once, here.
+
+A failing step is thrown into the generator (`gen.throw`), so an operation
+can react to it. A shell running an operation for its return value (not a
+follower's events) answers `Deliver` with None and drops the event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Generator, List, Optional, Sequence
+
+from .events import TERMINAL_EVENTS, decode_event, publish_call
+from .job import JobSpec
+from .keys import Keys
+from .record import JobRecord, new_token, record_from_replies
+from .settings import Settings
+from .store_calls import ScriptCall, StoreCalls
+
+#: How long a follower listens before it checks the record of a quiet job.
+QUIET_CHECK_S = 1.0
+#: Pause between record reads while `result` waits for a late record write.
+RECORD_POLL_S = 0.05
+
+
+class JobNotFound(LookupError):
+    """No record for this id (never submitted, or expired after result_ttl_s)."""
+
+
+class JobFailedError(RuntimeError):
+    """A followed job failed on every target."""
+
+    def __init__(self, job_id: str, message: str):
+        self.job_id = job_id
+        super().__init__(f"job {job_id} failed: {message}")
+
+
+@dataclass(frozen=True)
+class Reset:
+    """In a text stream: the attempt that sent the text so far failed; discard it."""
+
+    attempt: int
+    provider: Optional[str]
+    reason: str
+
+
+# --- the I/O an operation asks for ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Commands:
+    """Run these commands (each a tuple for `execute_command`) in one pipeline; reply: their replies."""
+
+    commands: Sequence[tuple]
+
+
+@dataclass(frozen=True)
+class Send:
+    """Put a run_job message for this job on `queue` (reply: None)."""
+
+    job_id: str
+    spec: Dict[str, Any]
+    queue: str
+    target_index: int
+    attempt: int
+    token: str
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    """Subscribe to a job's channel (closing any earlier subscription of this operation)."""
+
+    channel: str
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Wait up to `timeout_s` for a pub/sub message; reply: its data, or None."""
+
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Not I/O: hand this event to the follower's caller (reply: None)."""
+
+    event: Dict[str, Any]
+
+
+Step = Any  # ScriptCall | Commands | Send | Subscribe | Listen | Sleep | Deliver
+Protocol = Generator[Step, Any, Any]
+
+
+class ClientCore:
+    """The producer's decisions for one configuration. Holds no connection."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.calls = StoreCalls(self.keys, settings.result_ttl_s)
+
+    # --- submitting -----------------------------------------------------------------
+
+    def validate(self, **fields: Any) -> JobSpec:
+        """`JobSpec.create` with this configuration's limits; raises `JobValidationError`."""
+        return JobSpec.create(max_prompt_chars=self.settings.max_prompt_chars, **fields)
+
+    def submit(self, spec: JobSpec) -> Protocol:
+        """Returns True if the job was created, False if one with this id existed (nothing sent)."""
+        data = spec.to_dict()
+        token = new_token()
+        # The record (with the token) exists before the message does, so a
+        # fast worker never sees a message it cannot match.
+        created = yield self.calls.create(data, token, send_deadline_s=self.settings.lease_ttl_s)
+        if not created:
+            return False
+        yield self.send_step(spec.id, data, target_index=0, attempt=1, token=token)
+        yield self.calls.release(spec.id, token)
+        return True
+
+    def send_step(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> Send:
+        provider = spec["targets"][target_index].split(":", 1)[0]
+        return Send(job_id, spec, self.keys.queue(provider), target_index, attempt, token)
+
+    # --- reading --------------------------------------------------------------------
+
+    def status(self, job_id: str) -> Protocol:
+        """Returns the job's `JobRecord`, or None."""
+        fields, attempts = yield Commands((("HGETALL", self.keys.job(job_id)),
+                                           ("LRANGE", self.keys.attempts(job_id), 0, -1)))
+        return record_from_replies(job_id, fields, attempts)
+
+    def cancel(self, job_id: str) -> Protocol:
+        """Returns 'cancelled' (it will not run), 'requested' (it stops at its next chunk), or its final status."""
+        record = yield from self.status(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        outcome = _text((yield self.calls.cancel(job_id, record.spec.get("batch_id"))))
+        if outcome == "cancelled":
+            yield publish_call(self.keys, job_id, "cancelled", attempt=record.attempt,
+                               store=bool(record.spec.get("stream")), maxlen=self.settings.stream_maxlen,
+                               ttl_s=self.settings.stream_ttl_s, fields={})
+        return outcome
+
+    def events(self, job_id: str, timeout: Optional[float] = None) -> Protocol:
+        """Every event of the job in order, live, ending with the terminal one.
+
+        Subscribes first, then replays the stored events, then follows
+        pub/sub, dropping anything already seen by sequence number; a gap in
+        the numbers is filled from the replay stream. Jobs that do not stream
+        keep no replay, so their end is read from the record.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        yield Subscribe(self.keys.channel(job_id))
+        last = 0
+        for event in (yield from self._replay(job_id, after=0)):
+            last = event["seq"]
+            yield Deliver(event)
+            if event["type"] in TERMINAL_EVENTS:
+                return
+        while True:
+            wait_s = QUIET_CHECK_S if deadline is None else min(QUIET_CHECK_S, max(0.0, deadline - time.monotonic()))
+            data = yield Listen(wait_s)
+            if data is not None:
+                event = decode_event(data)
+                if event["seq"] <= last:
+                    continue
+                pending = [event]
+                if event["seq"] > last + 1:
+                    pending = (yield from self._replay(job_id, after=last)) or pending
+                for item in pending:
+                    if item["seq"] <= last:
+                        continue
+                    last = item["seq"]
+                    yield Deliver(item)
+                    if item["type"] in TERMINAL_EVENTS:
+                        return
+                continue
+            # Quiet for a while: the job may have ended before we subscribed
+            # (and kept no replay), or may not exist at all.
+            record = yield from self.status(job_id)
+            if record is None:
+                raise JobNotFound(job_id)
+            if record.status.terminal:
+                for item in (yield from self._replay(job_id, after=last)):
+                    last = item["seq"]
+                    yield Deliver(item)
+                    if item["type"] in TERMINAL_EVENTS:
+                        return
+                yield Deliver(terminal_from_record(record))
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {record.status.value} after {timeout}s")
+
+    def result(self, job_id: str, timeout: Optional[float] = None) -> Protocol:
+        """Returns the record once the job succeeded, failed or was cancelled; TimeoutError after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                # A shell running `result` drops what the follower delivers.
+                yield from self.events(job_id, timeout=remaining)
+            except TimeoutError:
+                record = yield from self.status(job_id)
+                status = record.status.value if record else "unknown"
+                raise TimeoutError(f"job {job_id} still {status} after {timeout}s") from None
+            record = yield from self.status(job_id)
+            if record is None:
+                raise JobNotFound(job_id)
+            # A terminal event can precede its record write by a moment, or
+            # belong to a run before a requeue: the record has the last word.
+            if record.status.terminal:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {record.status.value} after {timeout}s")
+            yield Sleep(RECORD_POLL_S)
+
+    def _replay(self, job_id: str, after: int) -> Protocol:
+        (entries,) = yield Commands((("XRANGE", self.keys.events(job_id), "-", "+"),))
+        events = [decode_event(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries]
+        return [e for e in events if e["seq"] > after]
+
+
+def stream_item(job_id: str, event: Dict[str, Any]) -> Any:
+    """What `stream()` yields for an event: its text, a `Reset`, or None; raises `JobFailedError`."""
+    kind = event["type"]
+    if kind == "chunk":
+        return event["text"]
+    if kind == "reset":
+        return Reset(event.get("attempt", 0), event.get("provider"), event.get("reason", ""))
+    if kind == "error":
+        raise JobFailedError(job_id, (event.get("error") or {}).get("message", "job failed"))
+    return None
+
+
+def terminal_from_record(record: JobRecord) -> Dict[str, Any]:
+    """The terminal event a record implies, for a follower that missed the real one."""
+    kind = {"succeeded": "done", "failed": "error", "cancelled": "cancelled"}[record.status.value]
+    event: Dict[str, Any] = {"seq": 0, "type": kind, "job_id": record.id, "attempt": record.attempt, "from_record": True}
+    if record.result:
+        event.update(usage=record.result.get("usage"), provider=record.result.get("provider"),
+                     model=record.result.get("model"))
+    if record.error:
+        event["error"] = record.error
+    return event
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+__all__: List[str] = [
+    "ClientCore", "Commands", "Deliver", "JobFailedError", "JobNotFound", "Listen", "Reset", "ScriptCall",
+    "Send", "Sleep", "Subscribe", "stream_item", "terminal_from_record",
+]

@@ -1,0 +1,105 @@
+"""The producer's store calls as data: which Lua script, with which keys and arguments.
+
+Sans-I/O: nothing here talks to Redis. `JobStore` (sync, used by workers and
+`Client`) and `AsyncClient` (redis.asyncio) both run these same calls, so a
+submit or a cancel changes a record identically whichever shell issued it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from .keys import Keys
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One EVALSHA to make: the script's source, its KEYS and its ARGV."""
+
+    source: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+# A new job sits in inflight (deadline ARGV[6]) until its message is sent
+# and `release` takes it out: a producer that dies in between loses nothing,
+# a reaper sends it instead.
+# KEYS: job, batch, inflight ; ARGV: now, token, spec, target_index, has_batch, deadline, job_id
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[2], 'spec', ARGV[3],
+           'target_index', ARGV[4], 'attempt', '1', 'created_at', ARGV[1], 'updated_at', ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
+if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'queued', 1) end
+return 1
+"""
+
+# KEYS: job, inflight, batch, attempts, seq ; ARGV: now, job_id, has_batch, ttl
+_CANCEL = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st == 'queued' or st == 'retrying' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'token', '', 'finished_at', ARGV[1], 'updated_at', ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  local ttl = tonumber(ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+  if ARGV[3] == '1' then
+    redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or 'waiting', -1)
+    redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
+    redis.call('EXPIRE', KEYS[3], ttl * 2)
+    redis.call('EXPIRE', KEYS[3] .. ':jobs', ttl * 2)
+  end
+  return 'cancelled'
+end
+if st == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') return 'requested' end
+return st
+"""
+
+# KEYS: job, inflight ; ARGV: token, job_id
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class StoreCalls:
+    """Builds the store's producer-side script calls for one key prefix and TTL."""
+
+    def __init__(self, keys: Keys, result_ttl_s: float):
+        self.keys = keys
+        self.result_ttl_s = max(1, int(result_ttl_s))
+
+    def _batch_key(self, batch_id: Optional[str]) -> Tuple[str, str]:
+        return (self.keys.batch(batch_id), "1") if batch_id else (self.keys.batch("-"), "0")
+
+    def create(self, spec: Dict[str, Any], token: str, target_index: int = 0,
+               send_deadline_s: float = 30.0) -> ScriptCall:
+        """Answers 1 if the record was written, 0 if one existed."""
+        batch_key, has_batch = self._batch_key(spec.get("batch_id"))
+        now = time.time()
+        return ScriptCall(
+            _CREATE,
+            [self.keys.job(spec["id"]), batch_key, self.keys.inflight],
+            [now, token, json.dumps(spec), target_index, has_batch, now + send_deadline_s, spec["id"]],
+        )
+
+    def cancel(self, job_id: str, batch_id: Optional[str] = None) -> ScriptCall:
+        """Answers 'cancelled', 'requested' (running), 'missing' or the final status."""
+        batch_key, has_batch = self._batch_key(batch_id)
+        return ScriptCall(
+            _CANCEL,
+            [self.keys.job(job_id), self.keys.inflight, batch_key, self.keys.attempts(job_id), self.keys.seq(job_id)],
+            [time.time(), job_id, has_batch, self.result_ttl_s],
+        )
+
+    def release(self, job_id: str, token: str) -> ScriptCall:
+        """Answers 1 if the job left inflight (its message is sent and it is still queued)."""
+        return ScriptCall(_RELEASE, [self.keys.job(job_id), self.keys.inflight], [token, job_id])

@@ -1,0 +1,1 @@
+"""`promptq serve`: an OpenAI- and Anthropic-compatible HTTP front door built on AsyncClient."""
