@@ -18,6 +18,10 @@ Example config file::
 
     [providers.mock]
     latency_s = 0.05
+
+    # Named fallback chains; `promptq serve` routes a request's `model` by them.
+    [routes.fast]
+    targets = ["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"]
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -78,6 +82,9 @@ class Settings:
     #: Per-provider configuration from the config file (keys may include
     #: api_key; never logged, never put in a job).
     provider_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    #: Named routes from the config file's `[routes.NAME]` tables: an ordered
+    #: list of `provider:model` targets each (checked when loaded).
+    routes: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.retry_cap_s >= self.visibility_timeout_s:
@@ -127,7 +134,7 @@ class Settings:
         if path:
             values.update(_read_config_file(path))
         for f in fields(cls):
-            if f.name == "provider_configs":
+            if f.name in ("provider_configs", "routes"):
                 continue
             raw = environ.get("PROMPTQ_" + f.name.upper())
             if raw is not None and raw != "":
@@ -149,11 +156,34 @@ def _read_config_file(path: str) -> Dict[str, Any]:
     if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
         raise SettingsError(f"{path}: [providers.NAME] entries must be tables")
     values["provider_configs"] = providers
+    routes = data.pop("routes", {})
+    if routes:
+        values["routes"] = _read_routes(path, routes)
     for key, value in data.items():
         if key not in known:
             raise SettingsError(f"{path}: unknown setting {key!r}")
         values[key] = _coerce(key, known[key].type, value)
     return values
+
+
+def _read_routes(path: str, routes: Any) -> Dict[str, list]:
+    from .job import JobValidationError, Target
+
+    if not isinstance(routes, dict):
+        raise SettingsError(f"{path}: [routes.NAME] entries must be tables")
+    out: Dict[str, list] = {}
+    for name, table in routes.items():
+        where = f"{path}: [routes.{name}]"
+        if not isinstance(table, dict) or set(table) != {"targets"}:
+            raise SettingsError(f"{where} must hold exactly one key, targets = [\"provider:model\", ...]")
+        targets = table["targets"]
+        if not isinstance(targets, list) or not targets:
+            raise SettingsError(f"{where}: targets must be a non-empty list of 'provider:model'")
+        try:
+            out[name] = [str(Target.parse(t, f"{where} targets[{i}]")) for i, t in enumerate(targets)]
+        except JobValidationError as exc:
+            raise SettingsError(str(exc)) from None
+    return out
 
 
 def _coerce(name: str, type_name: Any, raw: Any) -> Any:
