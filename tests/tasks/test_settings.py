@@ -172,3 +172,23 @@ def test_with_overrides_revalidates():
     assert s.with_overrides(concurrency=5).concurrency == 5
     with pytest.raises(SettingsError):
         s.with_overrides(pool="nope")
+
+
+def test_routes_from_the_config_file(tmp_path):
+    path = tmp_path / "promptq.toml"
+    path.write_text('[routes.fast]\ntargets = ["openai:gpt-4o-mini", "anthropic:claude-3-5-haiku-latest"]\n')
+    settings = Settings.load(environ={}, config_path=str(path))
+    assert settings.routes == {"fast": ["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"]}
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[routes.fast]\ntargets = []\n', "non-empty list"),
+    ('[routes.fast]\ntargets = ["nowhere:x"]\n', "unknown provider 'nowhere'"),
+    ('[routes.fast]\nmodels = ["mock:x"]\n', "exactly one key"),
+])
+def test_bad_routes_are_refused_naming_the_route(tmp_path, table, message):
+    path = tmp_path / "promptq.toml"
+    path.write_text(table)
+    with pytest.raises(SettingsError, match=message) as info:
+        Settings.load(environ={}, config_path=str(path))
+    assert "[routes.fast]" in str(info.value)

@@ -81,8 +81,11 @@ def server_config(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mock_worker(redis_server):
-    with WorkerProcess(redis_server.url, ["mock"], name="serve") as proc:
+def mock_worker(redis_server, fakes):
+    """The mock provider, plus OpenAI pointed at the fake server (for its slow streams)."""
+    from tests.workers.conftest import provider_env
+
+    with WorkerProcess(redis_server.url, ["mock", "openai"], env=provider_env(*fakes), name="serve") as proc:
         yield proc
 
 

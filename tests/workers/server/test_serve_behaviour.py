@@ -1,0 +1,94 @@
+"""`promptq serve` as an operator and a careless client meet it: binding
+without keys, a disconnect that does (or does not) cancel its job, promptq's
+own 429, and keys that never reach the log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import httpx
+import pytest
+
+from promptq.tasks.client import Client
+from promptq.tasks.settings import Settings
+from promptq.workers.server.config import ServerConfigError, from_environ, is_loopback
+
+from .conftest import API_KEY, ServeProcess
+from tests.worker_process import wait_for
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def test_refuses_a_public_address_without_keys(redis_server):
+    out = subprocess.run([sys.executable, "-P", "-m", "promptq.workers.cli.main", "serve", "--host", "0.0.0.0",
+                          "--port", "1"], env={"PROMPTQ_REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "refusing to bind 0.0.0.0 without API keys" in out.stderr
+
+
+def test_keys_from_env_and_file(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# ops keys\nfile-key-0123456789abcdef\n\n")
+    config = from_environ({"PROMPTQ_API_KEYS": "env-key-0123456789abcdef, "}, keys_file=str(keys), host="0.0.0.0")
+    config.check_bind()  # keys given: any address is allowed
+    assert len(config.key_digests) == 2 and "env-key" not in repr(config)
+    with pytest.raises(ServerConfigError, match="shorter than 16"):
+        from_environ({"PROMPTQ_API_KEYS": "short"})
+    with pytest.raises(ServerConfigError, match="refusing to bind"):
+        from_environ({}, host="10.0.0.1").check_bind()
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+
+
+def slow_body(cancel: bool, stream: bool) -> dict:
+    # Ten seconds of chunks unless something stops it.
+    words = " ".join(f"w{i}" for i in range(200))
+    body = {"model": "openai:gpt-4o-mini", "stream": stream,
+            "messages": [{"role": "user", "content": f"{words} [[fault:slow_stream:0.05]] {tag()}"}]}
+    if cancel:
+        body["promptq"] = {"cancel_on_disconnect": True}
+    return body
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+def test_disconnect_cancels_only_when_asked(server, redis_server, cancel):
+    client = Client(Settings.load(environ={"PROMPTQ_REDIS_URL": redis_server.url}))
+    try:
+        with httpx.stream("POST", f"{server.base}/v1/chat/completions", json=slow_body(cancel, stream=True),
+                          headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as response:
+            job_id = response.headers["x-promptq-job-id"]
+            lines = response.iter_lines()
+            wait_for(lambda: 'w3' in next(lines), 30, 0, "streamed text")
+        # The connection is closed here.
+        if cancel:
+            record = client.result(job_id, timeout=30)
+            assert record.status.value == "cancelled"
+        else:
+            wait_for(lambda: client.status(job_id).status.value != "queued", 10, 0.05, "job to run")
+            record = client.result(job_id, timeout=60)
+            assert record.status.value == "succeeded" and "w199" in record.text
+    finally:
+        client.close()
+
+
+def test_promptq_refuses_with_429_and_retry_after(redis_server, mock_worker, server_config, tmp_path):
+    busy = ServeProcess(redis_server.url, server_config, tmp_path, args=["--max-open-requests", "0"]).start()
+    try:
+        response = httpx.post(f"{busy.base}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                              json={"model": "mock:m", "messages": [{"role": "user", "content": "x"}]})
+        assert response.status_code == 429 and response.headers["retry-after"] == "1"
+        assert response.json()["error"]["code"] == "promptq_busy"
+    finally:
+        busy.stop()
+
+
+def test_invalid_json_is_400(server):
+    response = httpx.post(f"{server.base}/v1/chat/completions", content=b"{not json",
+                          headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    response = httpx.get(f"{server.base}/v1/nothing", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 404 and json.loads(response.text)["error"]["code"] == "unknown_url"
