@@ -23,7 +23,7 @@ from promptq.providers.params import validate as validate_parameters
 from promptq.tasks.store import JobRecord, JobStatus
 
 from .errors import ApiError, from_failed_job
-from .jobs import (JOB_HEADER, ServerState, admitted, cancel_quietly, read_json, submit, text_content,
+from .jobs import (JOB_HEADER, ServerState, admitted, idempotent_job_id, cancel_quietly, read_json, submit, text_content,
                    wait_for_result, wants_cancel_on_disconnect)
 from .live import LiveStream
 from .sse import SSE_HEADERS, sse
@@ -42,7 +42,7 @@ async def messages(request: Request) -> Response:
         async with admitted(state):
             body = await read_json(request)
             job = job_from_request(state, body)
-            job_id = await submit(state, _RENAMES, **job)
+            job_id = await submit(state, _RENAMES, job_id=idempotent_job_id(request, "anthropic.messages"), **job)
             headers[JOB_HEADER] = job_id
             cancel = wants_cancel_on_disconnect(request, body)
             if body.get("stream"):
@@ -135,6 +135,11 @@ async def _stream(state: ServerState, job_id: str, model: str, cancel_on_disconn
                     return
                 elif kind == "done":
                     finished = True
+                    if not sent_text and item.get("from_record"):
+                        # The job did not stream (an idempotent retry of a plain request): its text is in the record.
+                        record = await state.client.status(job_id)
+                        if record and record.text:
+                            yield event("content_block_delta", index=0, delta={"type": "text_delta", "text": record.text})
                     usage = item.get("usage") or {}
                     yield event("content_block_stop", index=0)
                     yield event("message_delta", delta={"stop_reason": anthropic_stop_reason(item.get("finish_reason")),

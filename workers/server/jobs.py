@@ -4,6 +4,12 @@ Shared by the OpenAI and Anthropic routes, and built only on `AsyncClient`:
 the front is a producer and follower like any other, never a provider
 caller and never a reader of promptq's Redis keys.
 
+A request with an `Idempotency-Key` header names its job: the job id is
+derived from the key (and the caller's API key), so a retried request -- the
+SDKs retry on timeouts and 5xx -- follows the job the first one started
+instead of paying for a second answer; a streamed one replays from the
+first chunk.
+
 A client that goes away does not cancel its job: the job is durable and its
 id is in the `x-promptq-job-id` response header, so the result can be read
 later (`promptq result ID`, `Client.result`). A client that wants the job
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, Mapping, Optional
@@ -28,6 +35,7 @@ from promptq.tasks.async_client import AsyncClient
 from promptq.tasks.job import JobValidationError
 from promptq.tasks.store import JobRecord
 
+from .auth import presented_key
 from .config import ServerConfig
 from .errors import ApiError, invalid_field
 from .routing import Router
@@ -82,6 +90,17 @@ async def admitted(state: ServerState) -> AsyncIterator[None]:
         yield
     finally:
         state.open_requests -= 1
+
+
+def idempotent_job_id(request: Request, api: str) -> Optional[str]:
+    """The job id an `Idempotency-Key` names (None without one); keys of different callers never meet."""
+    key = request.headers.get("idempotency-key")
+    if not key:
+        return None
+    if len(key) > 256:
+        raise ApiError(400, "Idempotency-Key: at most 256 characters", param="Idempotency-Key")
+    caller = presented_key(request) or ""
+    return "http-" + hashlib.sha256(f"{api}\0{caller}\0{key}".encode("utf-8")).hexdigest()[:40]
 
 
 async def submit(state: ServerState, renames: Dict[str, str], **job: Any) -> str:

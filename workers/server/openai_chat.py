@@ -30,7 +30,7 @@ from promptq.providers.params import validate as validate_parameters
 from promptq.tasks.store import JobRecord, JobStatus
 
 from .errors import ApiError, from_failed_job
-from .jobs import (JOB_HEADER, ServerState, admitted, cancel_quietly, read_json, stream_options, submit,
+from .jobs import (JOB_HEADER, ServerState, admitted, idempotent_job_id, cancel_quietly, read_json, stream_options, submit,
                    text_content, wait_for_result, wants_cancel_on_disconnect)
 from .live import LiveStream
 from .sse import DONE, SSE_HEADERS, sse
@@ -48,7 +48,7 @@ async def chat_completions(request: Request) -> Response:
         async with admitted(state):
             body = await read_json(request)
             job = _job(state, body)
-            job_id = await submit(state, _RENAMES, **job)
+            job_id = await submit(state, _RENAMES, job_id=idempotent_job_id(request, "openai.chat"), **job)
             headers[JOB_HEADER] = job_id
             cancel = wants_cancel_on_disconnect(request, body)
             if body.get("stream"):
@@ -144,6 +144,11 @@ async def _stream(state: ServerState, job_id: str, model: str, include_usage: bo
                     return
                 elif kind == "done":
                     finished = True
+                    if not sent_text and event.get("from_record"):
+                        # The job did not stream (an idempotent retry of a plain request): its text is in the record.
+                        text = await _record_text(state, job_id)
+                        if text:
+                            yield chunk({"content": text})
                     name = event.get("model") or model
                     yield chunk({}, openai_finish_reason(event.get("finish_reason")), name)
                     if include_usage:
@@ -163,6 +168,11 @@ async def _stream(state: ServerState, job_id: str, model: str, include_usage: bo
     finally:
         if not finished and cancel_on_disconnect:
             await cancel_quietly(state, job_id)
+
+
+async def _record_text(state: ServerState, job_id: str) -> Optional[str]:
+    record = await state.client.status(job_id)
+    return record.text if record else None
 
 
 def _error(job_id: str, message: str, code: str) -> bytes:

@@ -47,8 +47,9 @@ def test_keys_from_env_and_file(tmp_path):
 def slow_body(cancel: bool, stream: bool) -> dict:
     # Ten seconds of chunks unless something stops it.
     words = " ".join(f"w{i}" for i in range(200))
+    slow = "[[fault:slow_stream:0.05]]" if stream else "[[fault:slow:10]]"
     body = {"model": "openai:gpt-4o-mini", "stream": stream,
-            "messages": [{"role": "user", "content": f"{words} [[fault:slow_stream:0.05]] {tag()}"}]}
+            "messages": [{"role": "user", "content": f"{words} {slow} {tag()}"}]}
     if cancel:
         body["promptq"] = {"cancel_on_disconnect": True}
     return body
@@ -92,3 +93,33 @@ def test_invalid_json_is_400(server):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
     response = httpx.get(f"{server.base}/v1/nothing", headers={"Authorization": f"Bearer {API_KEY}"})
     assert response.status_code == 404 and json.loads(response.text)["error"]["code"] == "unknown_url"
+
+
+def test_non_streamed_disconnect_cancels_when_asked(server, redis_server):
+    key = f"idem-{tag()}"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": key, "x-promptq-cancel-on-disconnect": "1"}
+    # Rate-limited for ten seconds: the job waits (retrying) when the client gives up after two.
+    body = {"model": "mock:m", "messages": [{"role": "user", "content": f"[[fault:rate_limit:10:once]] {tag()}"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base}/v1/chat/completions", json=body, headers=headers, timeout=httpx.Timeout(30, read=2.0))
+    # The same key names the same job: asking again answers with it, not a new one.
+    again = wait_for(lambda: (r := httpx.post(f"{server.base}/v1/chat/completions", json=body, headers=headers,
+                                              timeout=30)).status_code != 200 and r, 10, 0.2, "the cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "cancelled"
+    client = Client(Settings.load(environ={"PROMPTQ_REDIS_URL": redis_server.url}))
+    try:
+        assert client.status(again.headers["x-promptq-job-id"]).status.value == "cancelled"
+    finally:
+        client.close()
+
+
+def test_idempotent_retry_follows_the_first_job(openai_client):
+    key = f"idem-{tag()}"
+    messages = [{"role": "user", "content": f"once only {tag()}"}]
+    first = openai_client.chat.completions.with_raw_response.create(
+        model="mock:m", messages=messages, extra_headers={"Idempotency-Key": key})
+    second = openai_client.chat.completions.with_raw_response.create(
+        model="mock:m", messages=messages, stream=True, extra_headers={"Idempotency-Key": key})
+    assert first.headers["x-promptq-job-id"] == second.headers["x-promptq-job-id"]
+    text = "".join(c.choices[0].delta.content or "" for c in second.parse() if c.choices)
+    assert text == first.parse().choices[0].message.content
