@@ -30,6 +30,7 @@ import redis.asyncio as aredis
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
                           Send, Sleep, Subscribe, stream_item)
 from .job import JobSpec
+from .pubsub_hub import PubSubHub
 from .settings import Settings
 from .store import JobRecord
 from .store_calls import ScriptCall
@@ -69,6 +70,7 @@ class AsyncClient:
         self.redis = aredis.Redis.from_url(self.settings.redis_url, socket_keepalive=True,
                                            max_connections=max_connections)
         self._scripts: Dict[str, Any] = {}
+        self._hub = PubSubHub(self.redis)
         self._messages: Any = None
         self._declared: set = set()
         self._sync: Any = None
@@ -191,6 +193,7 @@ class AsyncClient:
                 return
 
     async def aclose(self) -> None:
+        await self._hub.aclose()
         await self.redis.aclose()
         if self._sync is not None:
             self._sync.close()
@@ -210,7 +213,8 @@ class AsyncClient:
 
     async def _steps(self, protocol: Protocol, box: Optional[List[Any]] = None) -> AsyncIterator[Dict[str, Any]]:
         """Drive an operation, yielding the events it delivers; its return value goes into `box`."""
-        pubsub = None
+        channel: Optional[str] = None
+        inbox: Optional[asyncio.Queue] = None
         reply: Any = None
         error: Optional[BaseException] = None
         try:
@@ -227,21 +231,25 @@ class AsyncClient:
                     continue
                 try:
                     if isinstance(step, Subscribe):
-                        if pubsub is not None:
-                            await pubsub.aclose()
-                        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                        await pubsub.subscribe(step.channel)
+                        if inbox is not None:
+                            await self._hub.unsubscribe(channel, inbox)
+                        channel, inbox = step.channel, None
+                        inbox = await self._hub.subscribe(channel)
                     elif isinstance(step, Listen):
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=step.timeout_s)
-                        reply = message["data"] if message and message.get("type") == "message" else None
+                        try:
+                            reply = await asyncio.wait_for(inbox.get(), step.timeout_s) if inbox.empty() \
+                                else inbox.get_nowait()
+                        except asyncio.TimeoutError:
+                            reply = None
                     else:
                         reply = await self._io(step)
                 except Exception as exc:  # the operation decides what a failed step means
                     error = exc
         finally:
             protocol.close()
-            if pubsub is not None:
-                await pubsub.aclose()
+            if inbox is not None:
+                # Shielded: a cancelled follower still leaves the channel.
+                await asyncio.shield(self._hub.unsubscribe(channel, inbox))
 
     async def _io(self, step: Any) -> Any:
         if isinstance(step, ScriptCall):

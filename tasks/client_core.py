@@ -25,7 +25,7 @@ from typing import Any, Dict, Generator, List, Optional, Sequence
 from .events import TERMINAL_EVENTS, decode_event, publish_call
 from .job import JobSpec
 from .keys import Keys
-from .record import JobRecord, new_token, record_from_replies
+from .record import TERMINAL, JobRecord, new_token, record_from_replies
 from .settings import Settings
 from .store_calls import ScriptCall, StoreCalls
 
@@ -175,9 +175,17 @@ class ClientCore:
             yield Deliver(event)
             if event["type"] in TERMINAL_EVENTS:
                 return
+        # A job that ended before the subscription (a fast one that kept no
+        # replay) is read from its record now, not after a quiet second.
+        (status,) = yield Commands((("HGET", self.keys.job(job_id), "status"),))
+        check_record = status is None or _text(status) in TERMINAL
         while True:
-            wait_s = QUIET_CHECK_S if deadline is None else min(QUIET_CHECK_S, max(0.0, deadline - time.monotonic()))
-            data = yield Listen(wait_s)
+            if check_record:
+                check_record = False
+                data = None
+            else:
+                wait_s = QUIET_CHECK_S if deadline is None else min(QUIET_CHECK_S, max(0.0, deadline - time.monotonic()))
+                data = yield Listen(wait_s)
             if data is not None:
                 event = decode_event(data)
                 if event["seq"] <= last:
