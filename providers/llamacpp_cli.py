@@ -59,8 +59,9 @@ DEFAULT_BINARY = "llama-completion"
 
 # Printed by llama.cpp when the model ends its answer; not part of the answer.
 END_MARKERS = (" [end of text]",)
-# The closing performance line: the last thing a complete run logs.
-_PERF_DONE_RE = re.compile(r"llama_perf_context_print:\s+total time\s*=")
+# The closing performance line: the last thing a complete run logs
+# (`llama_print_timings` in builds from before mid-2024).
+_PERF_DONE_RE = re.compile(r"(?:llama_perf_context_print|llama_print_timings):\s+total time\s*=")
 # What a chat-only llama-cli says to -no-cnv (then it waits for chat input).
 _CHAT_ONLY_RE = re.compile(r"not supported by llama-cli|please use llama-completion", re.I)
 # Lines worth classifying a failure from; the rest of stderr is load chatter
