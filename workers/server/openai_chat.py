@@ -150,6 +150,12 @@ async def _stream(state: ServerState, job_id: str, model: str, include_usage: bo
                         if text:
                             yield chunk({"content": text})
                     name = event.get("model") or model
+                    if event.get("finish_reason") == "refusal":
+                        # The refusal's words are in the record, not in the event.
+                        record = await state.client.status(job_id)
+                        refusal = (record.result or {}).get("refusal") if record else None
+                        if refusal:
+                            yield chunk({"refusal": refusal})
                     yield chunk({}, openai_finish_reason(event.get("finish_reason")), name)
                     if include_usage:
                         yield chunk(None, model_name=name, usage=_usage(event.get("usage") or {}), choices=False)

@@ -114,3 +114,13 @@ def test_wrong_or_missing_key_is_401(server):
     assert httpx.get(f"{server.base}/v1/models").status_code == 401
     assert httpx.get(f"{server.base}/v1/models", headers={"x-api-key": API_KEY}).status_code == 200
     assert API_KEY not in server.log()
+
+
+def test_refusal_reaches_the_sdk(openai_client):
+    messages = [{"role": "user", "content": f"[[fault:refusal]] something bad {tag()}"}]
+    completion = openai_client.chat.completions.create(model="openai:gpt-4o-mini", messages=messages)
+    assert completion.choices[0].message.refusal and completion.choices[0].finish_reason == "content_filter"
+    chunks = list(openai_client.chat.completions.create(model="openai:gpt-4o-mini", stream=True,
+                                                        messages=[{**messages[0], "content": messages[0]["content"] + " s"}]))
+    refusals = [c.choices[0].delta.refusal for c in chunks if c.choices and c.choices[0].delta.refusal]
+    assert refusals and chunks[-1].choices[0].finish_reason == "content_filter"
