@@ -22,10 +22,13 @@ rules stay written once.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence
 
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
                           Send, Sleep, Subscribe, stream_item)
@@ -281,4 +284,24 @@ class AsyncClient:
             self._declared.add(step.queue)
         envelope = self._messages.envelope(step.job_id, step.spec, step.token, step.queue,
                                            target_index=step.target_index, attempt=step.attempt)
-        await self.redis.lpush(step.queue, envelope)
+        if step.release is None:
+            await self.redis.lpush(step.queue, envelope)
+            return
+        # Message and release in one round trip, in that order. EVALSHA by
+        # hand: a pipeline of Script calls asks SCRIPT EXISTS first.
+        release = step.release
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(step.queue, envelope)
+        pipe.execute_command("EVALSHA", _sha1(release.source), len(release.keys), *release.keys, *release.args)
+        pushed, released = await pipe.execute(raise_on_error=False)
+        if isinstance(pushed, Exception):
+            raise pushed
+        if isinstance(released, NoScriptError):
+            await self._io(release)  # loads the script, then runs it
+        elif isinstance(released, Exception):
+            raise released
+
+
+@functools.lru_cache(maxsize=32)
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode("utf-8")).hexdigest()

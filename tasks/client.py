@@ -190,8 +190,8 @@ class Client:
                 pipe.execute_command(*command)
             return pipe.execute()
         if isinstance(step, Send):
-            return self.send(step.job_id, step.spec, target_index=step.target_index, attempt=step.attempt,
-                             token=step.token)
+            self.send(step.job_id, step.spec, target_index=step.target_index, attempt=step.attempt, token=step.token)
+            return self._io(step.release) if step.release is not None else None
         if isinstance(step, Sleep):
             time.sleep(step.seconds)
             return None

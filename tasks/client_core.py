@@ -68,7 +68,11 @@ class Commands:
 
 @dataclass(frozen=True)
 class Send:
-    """Put a run_job message for this job on `queue` (reply: None)."""
+    """Put a run_job message for this job on `queue`, then run `release` if given (reply: None).
+
+    One step, so a shell may send both in one round trip (in this order:
+    a job leaves inflight only once the broker holds its message).
+    """
 
     job_id: str
     spec: Dict[str, Any]
@@ -76,6 +80,7 @@ class Send:
     target_index: int
     attempt: int
     token: str
+    release: Optional[ScriptCall] = None
 
 
 @dataclass(frozen=True)
@@ -132,12 +137,12 @@ class ClientCore:
         if not created:
             return False
         yield self.send_step(spec.id, data, target_index=0, attempt=1, token=token)
-        yield self.calls.release(spec.id, token)
         return True
 
     def send_step(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> Send:
         provider = spec["targets"][target_index].split(":", 1)[0]
-        return Send(job_id, spec, self.keys.queue(provider), target_index, attempt, token)
+        return Send(job_id, spec, self.keys.queue(provider), target_index, attempt, token,
+                    release=self.calls.release(job_id, token))
 
     # --- reading --------------------------------------------------------------------
 
@@ -170,14 +175,15 @@ class ClientCore:
         deadline = None if timeout is None else time.monotonic() + timeout
         yield Subscribe(self.keys.channel(job_id))
         last = 0
-        for event in (yield from self._replay(job_id, after=0)):
+        # With the replay, the job's status in the same round trip: a job that
+        # ended before the subscription (a fast one that kept no replay) is
+        # read from its record at once, not after a quiet second.
+        entries, status = yield Commands((self._replay_command(job_id), ("HGET", self.keys.job(job_id), "status")))
+        for event in _decode_replay(entries, after=0):
             last = event["seq"]
             yield Deliver(event)
             if event["type"] in TERMINAL_EVENTS:
                 return
-        # A job that ended before the subscription (a fast one that kept no
-        # replay) is read from its record now, not after a quiet second.
-        (status,) = yield Commands((("HGET", self.keys.job(job_id), "status"),))
         check_record = status is None or _text(status) in TERMINAL
         while True:
             if check_record:
@@ -240,10 +246,17 @@ class ClientCore:
                 raise TimeoutError(f"job {job_id} still {record.status.value} after {timeout}s")
             yield Sleep(RECORD_POLL_S)
 
+    def _replay_command(self, job_id: str) -> tuple:
+        return ("XRANGE", self.keys.events(job_id), "-", "+")
+
     def _replay(self, job_id: str, after: int) -> Protocol:
-        (entries,) = yield Commands((("XRANGE", self.keys.events(job_id), "-", "+"),))
-        events = [decode_event(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries]
-        return [e for e in events if e["seq"] > after]
+        (entries,) = yield Commands((self._replay_command(job_id),))
+        return _decode_replay(entries, after)
+
+
+def _decode_replay(entries: List[Any], after: int) -> List[Dict[str, Any]]:
+    events = [decode_event(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries]
+    return [e for e in events if e["seq"] > after]
 
 
 def stream_item(job_id: str, event: Dict[str, Any]) -> Any:

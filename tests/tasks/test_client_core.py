@@ -40,9 +40,8 @@ def test_submit_creates_then_sends_then_releases(core):
     send = steps.send(1)
     assert isinstance(send, Send) and (send.queue, send.target_index, send.attempt) == ("promptq.mock", 0, 1)
     assert send.token == create.args[1]  # the message carries the token the record holds
-    release = steps.send(None)
-    assert isinstance(release, ScriptCall) and release.args == [send.token, "j1"]
-    assert finish(steps, 1) is True
+    assert send.release.args == [send.token, "j1"]  # out of inflight once the broker holds it
+    assert finish(steps, None) is True
 
 
 def test_submit_of_an_existing_id_sends_nothing(core):
@@ -54,9 +53,8 @@ def test_submit_of_an_existing_id_sends_nothing(core):
 def test_follower_of_a_finished_job_reads_its_record_without_waiting(core):
     steps = core.events("j1", timeout=5)
     assert first(steps) == Subscribe("promptq:events:j1")
-    assert steps.send(None) == Commands((("XRANGE", "promptq:replay:j1", "-", "+"),))
-    assert steps.send([[]]) == Commands((("HGET", "promptq:job:j1", "status"),))
-    read = steps.send([b"succeeded"])
+    assert steps.send(None) == Commands((("XRANGE", "promptq:replay:j1", "-", "+"), ("HGET", "promptq:job:j1", "status")))
+    read = steps.send([[], b"succeeded"])
     assert not isinstance(read, Listen), "a finished job must not wait a quiet second first"
     assert read.commands[0] == ("HGETALL", "promptq:job:j1")
     replay = steps.send(record_reply("succeeded"))
@@ -69,8 +67,7 @@ def test_follower_of_a_missing_job_fails_at_once(core):
     steps = core.events("nope", timeout=5)
     first(steps)
     steps.send(None)
-    steps.send([[]])
-    read = steps.send([None])
+    read = steps.send([[], None])
     with pytest.raises(JobNotFound):
         steps.send([{}, []])
     assert read.commands[0] == ("HGETALL", "promptq:job:nope")
@@ -83,10 +80,9 @@ def test_follower_fills_a_gap_from_the_replay(core):
     steps = core.events("j1", timeout=5)
     first(steps)
     steps.send(None)
-    steps.send([[(b"1-0", {b"e": json.dumps(event(1, text="a")).encode()})]])  # replay: seq 1
-    listen = steps.send(None)  # seq 1 delivered; now the record check
-    assert listen == Commands((("HGET", "promptq:job:j1", "status"),))
-    assert isinstance(steps.send([b"running"]), Listen)
+    delivered = steps.send([[(b"1-0", {b"e": json.dumps(event(1, text="a")).encode()})], b"running"])
+    assert delivered.event["seq"] == 1
+    assert isinstance(steps.send(None), Listen)
     # seq 3 arrives live: 2 was lost on the way, so the replay is read again.
     refill = steps.send(json.dumps(event(3, text="c")).encode())
     assert refill.commands[0][0] == "XRANGE"
