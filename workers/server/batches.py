@@ -24,15 +24,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from promptq.providers.finish_reasons import openai_finish_reason
-from promptq.tasks.batch import BatchInputError
+from promptq.tasks.batch import BatchBusyError, BatchInputError
 
 from .batch_book import BatchBook
 from .errors import ApiError
-from .jobs import ServerState, read_json
+from .jobs import OPENAI_NOT_PARAMETERS, ServerState, read_json
 
 ENDPOINT = "/v1/chat/completions"
-_RESERVED = {"model", "messages", "stream", "stream_options", "n"}
-_tasks: set = set()  # submissions under way: a reference keeps each task alive
+#: A batch still `validating` this long after its creation, with no
+#: submission running here, lost its server mid-way: it is resumed.
+RESUME_AFTER_S = 60
+_tasks: Dict[str, "asyncio.Task[None]"] = {}  # submissions under way here (the reference keeps each alive)
 
 
 def _book(request: Request) -> BatchBook:
@@ -65,12 +67,16 @@ async def create(request: Request) -> Response:
             "cancelling_at": None, "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0},
             "metadata": metadata,
         })
-        task = asyncio.ensure_future(_submit(request.app.state, batch["id"]))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
+        _start(request.app.state, batch["id"])
         return JSONResponse(batch)
     except ApiError as exc:
         return exc.response("openai")
+
+
+def _start(app_state: Any, batch_id: str) -> None:
+    task = asyncio.ensure_future(_submit(app_state, batch_id))
+    _tasks[batch_id] = task
+    task.add_done_callback(lambda _: _tasks.pop(batch_id, None))
 
 
 async def _submit(app_state: Any, batch_id: str) -> None:
@@ -83,7 +89,10 @@ async def _submit(app_state: Any, batch_id: str) -> None:
         lines, errors = convert_lines(state, raw_lines.splitlines())
         if not errors:
             try:
+                # Resumable: a batch resumed after a crash sends only the lines not sent yet.
                 sub = await state.client.submit_batch(lines, None, batch_id=batch_id, source=batch["input_file_id"])
+            except BatchBusyError:
+                return  # another serve process is submitting it
             except BatchInputError as exc:
                 errors = [{"code": "invalid_line", "message": i.reason, "param": None, "line": i.line_no}
                           for i in exc.invalid] or [{"code": "invalid_file", "message": str(exc), "param": None,
@@ -141,7 +150,7 @@ def convert_lines(state: ServerState, raw_lines: List[bytes]) -> tuple:
             continue
         lines.append(json.dumps({
             "custom_id": obj.get("custom_id"), "messages": body.get("messages"), "targets": targets,
-            "parameters": {k: v for k, v in body.items() if k not in _RESERVED},
+            "parameters": {k: v for k, v in body.items() if k not in OPENAI_NOT_PARAMETERS},
         }))
     return lines, errors
 
@@ -159,6 +168,9 @@ async def refreshed(app_state: Any, batch_id: str) -> Dict[str, Any]:
     state: ServerState = app_state.promptq
     async with book.lock(batch_id):
         batch = book.get(batch_id)
+        if (batch["status"] == "validating" and batch_id not in _tasks
+                and time.time() - batch["created_at"] > RESUME_AFTER_S):
+            _start(app_state, batch_id)
         if batch["status"] not in ("in_progress", "cancelling", "finalizing"):
             return batch
         status = await state.client.batch_status(batch_id)

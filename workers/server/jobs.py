@@ -41,6 +41,10 @@ from .errors import ApiError, invalid_field
 from .routing import Router
 
 JOB_HEADER = "x-promptq-job-id"
+#: Fields of an OpenAI chat request that are not generation parameters
+#: (promptq sets them, or they describe the caller, not the generation).
+OPENAI_NOT_PARAMETERS = frozenset({"model", "messages", "stream", "stream_options", "n", "promptq", "metadata",
+                                   "store", "user"})
 CANCEL_HEADER = "x-promptq-cancel-on-disconnect"
 
 

@@ -30,13 +30,11 @@ from promptq.providers.params import validate as validate_parameters
 from promptq.tasks.store import JobRecord, JobStatus
 
 from .errors import ApiError, from_failed_job
-from .jobs import (JOB_HEADER, ServerState, admitted, idempotent_job_id, cancel_quietly, read_json, stream_options, submit,
+from .jobs import (JOB_HEADER, OPENAI_NOT_PARAMETERS, ServerState, admitted, idempotent_job_id, cancel_quietly, read_json, stream_options, submit,
                    text_content, wait_for_result, wants_cancel_on_disconnect)
 from .live import LiveStream
 from .sse import DONE, SSE_HEADERS, sse
 
-# Request fields that are not generation parameters.
-_NOT_PARAMETERS = {"model", "messages", "stream", "stream_options", "n", "promptq", "metadata", "store", "user"}
 _RENAMES = {"targets[0]": "model", "parameters": "parameters"}
 _PARAM_RE = re.compile(r"invalid parameter '([^']+)'")
 
@@ -72,7 +70,7 @@ def _job(state: ServerState, body: Dict[str, Any]) -> Dict[str, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream: must be true or false", param="stream", code="invalid_value")
-    parameters = {k: v for k, v in body.items() if k not in _NOT_PARAMETERS and v is not None}
+    parameters = {k: v for k, v in body.items() if k not in OPENAI_NOT_PARAMETERS and v is not None}
     try:
         validate_parameters(parameters)
     except ProviderError as exc:

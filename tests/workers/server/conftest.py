@@ -42,6 +42,7 @@ class ServeProcess:
         self.args = ["--config", str(config_path), "serve", "--port", str(self.port), "--files-dir", str(files_dir),
                      "--log-level", "warning", *args]
         self.log_path = Path(tempfile.mkstemp(prefix="promptq-serve-", suffix=".log")[1])
+        self.files_dir = Path(files_dir)
 
     def start(self) -> "ServeProcess":
         self._log = open(self.log_path, "wb")

@@ -137,3 +137,22 @@ def test_anthropic_batch_cancel(anthropic_client):
     assert batch.request_counts.canceled > 0
     kinds = {r.result.type for r in anthropic_client.messages.batches.results(batch.id)}
     assert "canceled" in kinds
+
+
+def test_a_batch_left_validating_by_a_dead_server_is_resumed(openai_client, server):
+    # What a server that died right after `POST /v1/batches` leaves behind:
+    # the batch's description, still `validating`, and no submission running.
+    uploaded = openai_client.files.create(file=("in.jsonl", batch_file([chat_line("z", f"orphan {tag()}")])),
+                                          purpose="batch")
+    batch_id = f"batch_orphan{tag()}"
+    created = int(time.time()) - 120
+    (server.files_dir / "batches").mkdir(exist_ok=True)
+    (server.files_dir / "batches" / f"{batch_id}.json").write_text(json.dumps({
+        "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+        "input_file_id": uploaded.id, "completion_window": "24h", "status": "validating", "output_file_id": None,
+        "error_file_id": None, "created_at": created, "in_progress_at": None, "expires_at": None,
+        "finalizing_at": None, "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
+        "cancelled_at": None, "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": None}))
+    batch = wait_for(lambda: (b := openai_client.batches.retrieve(batch_id)).status == "completed" and b, 60, 0.2,
+                     "the orphaned batch to be resumed and completed")
+    assert batch.request_counts.completed == 1
