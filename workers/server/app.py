@@ -77,6 +77,7 @@ def create_app(config: ServerConfig, settings: Optional[Settings] = None, *, cli
     routes = [
         Route("/health", health),
         Route("/v1/models", openai_chat.models),
+        Route("/v1/models/{model:path}", openai_chat.model),
         Route("/v1/chat/completions", openai_chat.chat_completions, methods=["POST"]),
         Route("/v1/messages", anthropic_messages.messages, methods=["POST"]),
         *files.ROUTES,

@@ -188,3 +188,11 @@ def models(request: Request) -> Response:
     state: ServerState = request.app.state.promptq
     return JSONResponse(state.router.models())
 
+
+def model(request: Request) -> Response:
+    state: ServerState = request.app.state.promptq
+    try:
+        return JSONResponse(state.router.model(request.path_params["model"]))
+    except ApiError as exc:
+        return exc.response("openai")
+

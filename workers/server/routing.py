@@ -48,5 +48,12 @@ class Router:
                     data.append(self._model(target, target.split(":", 1)[0]))
         return {"object": "list", "data": data}
 
+    def model(self, model_id: str) -> Dict[str, Any]:
+        """`GET /v1/models/{id}`: a route, or any valid `provider:model`."""
+        if model_id in self.routes:
+            return self._model(model_id, "promptq-route", targets=self.routes[model_id])
+        target = self.targets(model_id)[0]
+        return self._model(model_id, target.split(":", 1)[0])
+
     def _model(self, model_id: str, owner: str, **extra: Any) -> Dict[str, Any]:
         return {"id": model_id, "object": "model", "created": self.created, "owned_by": owner, **extra}

@@ -25,6 +25,10 @@ def test_models_lists_routes_and_targets(openai_client):
     ids = [m.id for m in openai_client.models.list()]
     assert ids[:2] == ["fast", "solo"]
     assert {"mock:flaky", "mock:good", "mock:solo"} <= set(ids)
+    assert openai_client.models.retrieve("fast").model_extra["targets"] == ["mock:flaky", "mock:good"]
+    assert openai_client.models.retrieve("ollama:llama3.2:1b").owned_by == "ollama"
+    with pytest.raises(openai.NotFoundError):
+        openai_client.models.retrieve("nothing")
 
 
 def test_chat_completion(openai_client):
