@@ -39,7 +39,7 @@ async def messages(request: Request) -> Response:
     state: ServerState = request.app.state.promptq
     headers: Dict[str, str] = {}
     try:
-        async with admitted(state):
+        async with admitted(state) as admission:
             body = await read_json(request)
             job = job_from_request(state, body)
             job_id = await submit(state, _RENAMES, job_id=idempotent_job_id(request, "anthropic.messages"), **job)
@@ -47,7 +47,8 @@ async def messages(request: Request) -> Response:
             cancel = wants_cancel_on_disconnect(request, body)
             if body.get("stream"):
                 events = _stream(state, job_id, body["model"], cancel)
-                return LiveStream(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+                return LiveStream(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers},
+                                  on_close=admission.hand_over())
             record = await wait_for_result(state, request, job_id, cancel)
             return JSONResponse(message(record, body["model"]), headers=headers)
     except ApiError as exc:

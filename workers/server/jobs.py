@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Dict, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Mapping, Optional
 
 import anyio
 import redis
@@ -82,18 +82,38 @@ def text_content(content: Any) -> Any:
     return content
 
 
+class Admission:
+    """One open request's place; a streamed response takes it over and gives it back when it ends."""
+
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.held = True
+        self.handed_over = False
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.state.open_requests -= 1
+
+    def hand_over(self) -> Callable[[], None]:
+        self.handed_over = True
+        return self.release
+
+
 @contextlib.asynccontextmanager
-async def admitted(state: ServerState) -> AsyncIterator[None]:
+async def admitted(state: ServerState) -> AsyncIterator[Admission]:
     """One open request; past the limit promptq itself refuses with 429 and Retry-After."""
     if state.open_requests >= state.config.max_open_requests:
         raise ApiError(429, f"promptq serve has {state.open_requests} requests open (limit "
                             f"{state.config.max_open_requests}); retry shortly", "rate_limit",
                        code="promptq_busy", retry_after_s=1)
     state.open_requests += 1
+    admission = Admission(state)
     try:
-        yield
+        yield admission
     finally:
-        state.open_requests -= 1
+        if not admission.handed_over:
+            admission.release()
 
 
 def idempotent_job_id(request: Request, api: str) -> Optional[str]:

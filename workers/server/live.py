@@ -9,13 +9,26 @@ beside the stream and cancels the body iterator at once, so its `finally`
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 
 class LiveStream(StreamingResponse):
+    def __init__(self, content: Any, *, on_close: Optional[Callable[[], None]] = None, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as group:
 
             async def stream() -> None:

@@ -43,7 +43,7 @@ async def chat_completions(request: Request) -> Response:
     state: ServerState = request.app.state.promptq
     headers: Dict[str, str] = {}
     try:
-        async with admitted(state):
+        async with admitted(state) as admission:
             body = await read_json(request)
             job = _job(state, body)
             job_id = await submit(state, _RENAMES, job_id=idempotent_job_id(request, "openai.chat"), **job)
@@ -52,7 +52,8 @@ async def chat_completions(request: Request) -> Response:
             if body.get("stream"):
                 options = stream_options(body) or {}
                 chunks = _stream(state, job_id, body["model"], bool(options.get("include_usage")), cancel)
-                return LiveStream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+                return LiveStream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers},
+                                  on_close=admission.hand_over())
             record = await wait_for_result(state, request, job_id, cancel)
             return JSONResponse(completion(record, body["model"]), headers=headers)
     except ApiError as exc:

@@ -77,12 +77,24 @@ def test_disconnect_cancels_only_when_asked(server, redis_server, cancel):
 
 
 def test_promptq_refuses_with_429_and_retry_after(redis_server, mock_worker, server_config, tmp_path):
-    busy = ServeProcess(redis_server.url, server_config, tmp_path, args=["--max-open-requests", "0"]).start()
+    busy = ServeProcess(redis_server.url, server_config, tmp_path, args=["--max-open-requests", "1"]).start()
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    plain = {"model": "mock:m", "messages": [{"role": "user", "content": f"x {tag()}"}]}
     try:
-        response = httpx.post(f"{busy.base}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
-                              json={"model": "mock:m", "messages": [{"role": "user", "content": "x"}]})
-        assert response.status_code == 429 and response.headers["retry-after"] == "1"
-        assert response.json()["error"]["code"] == "promptq_busy"
+        # An open stream holds the one place until it ends.
+        with httpx.stream("POST", f"{busy.base}/v1/chat/completions", json=slow_body(False, stream=True),
+                          headers=headers, timeout=30) as stream:
+            lines = stream.iter_lines()
+            wait_for(lambda: "w3" in next(lines), 30, 0, "streamed text")
+            refused = httpx.post(f"{busy.base}/v1/chat/completions", headers=headers, json=plain)
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "promptq_busy"
+            for _ in lines:  # to the end of the stream
+                pass
+        answered = wait_for(lambda: (r := httpx.post(f"{busy.base}/v1/chat/completions", headers=headers,
+                                                     json=plain, timeout=30)).status_code == 200 and r, 10, 0.1,
+                            "the place to be given back")
+        assert answered.json()["choices"][0]["message"]["content"].startswith("mock reply to:")
     finally:
         busy.stop()
 
