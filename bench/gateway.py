@@ -83,6 +83,13 @@ class Serve:
         self.log.close()
 
 
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def _body(text: str, stream: bool = False) -> Dict[str, Any]:
     body: Dict[str, Any] = {"model": "mock:bench", "messages": [{"role": "user", "content": text}]}
     if stream:
@@ -191,7 +198,10 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         finally:
             client.close()
         log(f"gateway: requests/s, {n_rps} requests, {CONC} at once")
+        cpu_before = _cpu_s(serve.proc.pid)
         front_rps, queue_rps = asyncio.run(_throughput(serve, ctx.redis.url, n_rps))
+        # Two front runs (warm-up and measured) of n_rps requests each.
+        serve_cpu_ms = (_cpu_s(serve.proc.pid) - cpu_before) * 1000 / (2 * n_rps)
         del worker
     p = {name: {"p50": percentile(v, 0.5), "p99": percentile(v, 0.99)}
          for name, v in (("front", front), ("queue", queue), ("ttft_front", t_front), ("ttft_queue", t_queue),
@@ -203,6 +213,7 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     details = {"requests": n, "rps_requests": n_rps, "concurrency": CONC, "percentiles_ms": p,
                "added_p50_ms": added_p50, "added_p99_ms": added_p99, "ttft_over_provider_ms": ttft_over_provider,
                "ttft_over_queue_ms": ttft_over_queue, "front_rps": front_rps, "queue_rps": queue_rps,
+               "serve_cpu_ms_per_request": serve_cpu_ms,
                "litellm": "installed but not compared (no proxy config here)" if importlib.util.find_spec("litellm")
                else "not installed: not compared"}
     rows = [
@@ -217,7 +228,9 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
             note=f"{ttft_over_provider:.2f} ms over the provider; {ttft_over_queue:.2f} ms over Client.stream "
                  f"({p['ttft_queue']['p50']:.2f} ms)"),
         row("8 gateway", f"requests/s, one serve process, {CONC} at once", front_rps, "req/s", baseline=queue_rps,
-            baseline_is=f"AsyncClient submit+result, {CONC} at once", note=f"{n_rps} requests; mock provider"),
+            baseline_is=f"AsyncClient submit+result, {CONC} at once",
+            note=f"{n_rps} requests; mock provider; serve CPU {serve_cpu_ms:.2f} ms per request; the driver's "
+                 f"HTTP client shares the machine's cores"),
     ]
     ctx.results["gateway"] = details
     return rows, details
