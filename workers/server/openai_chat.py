@@ -66,6 +66,10 @@ def _job(state: ServerState, body: Dict[str, Any]) -> Dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages: must be a non-empty array", param="messages", code="invalid_value")
     messages = [{**m, "content": text_content(m.get("content"))} if isinstance(m, dict) else m for m in messages]
+    for name in ("tools", "functions", "tool_choice", "function_call"):
+        # A tool call would come back as empty text: refused until results carry tool calls.
+        if body.get(name):
+            raise ApiError(400, f"{name}: not supported by promptq serve yet", param=name, code="unsupported")
     if body.get("n") not in (None, 1):
         raise ApiError(400, "n: only one choice per request is supported", param="n", code="invalid_value")
     stream = body.get("stream", False)

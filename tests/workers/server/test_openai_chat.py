@@ -109,6 +109,10 @@ def test_bad_requests_name_the_field(openai_client):
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.chat.completions.create(model="mock:m", messages=[{"role": "wizard", "content": "x"}])
     assert info.value.param == "messages[0].role"
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.chat.completions.create(model="mock:m", messages=[{"role": "user", "content": "x"}],
+                                              tools=[{"type": "function", "function": {"name": "f"}}])
+    assert info.value.param == "tools"
 
 
 def test_wrong_or_missing_key_is_401(server):
