@@ -21,7 +21,6 @@ import asyncio
 import importlib.util
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,8 +23,8 @@ from promptq.providers.params import validate as validate_parameters
 from promptq.tasks.store import JobRecord, JobStatus
 
 from .errors import ApiError, from_failed_job
-from .jobs import (JOB_HEADER, ServerState, admitted, idempotent_job_id, cancel_quietly, read_json, submit, text_content,
-                   wait_for_result, wants_cancel_on_disconnect)
+from .jobs import (JOB_HEADER, ServerState, admitted, cancel_quietly, idempotent_job_id, read_json, submit,
+                   text_content, wait_for_result, wants_cancel_on_disconnect)
 from .live import LiveStream
 from .sse import SSE_HEADERS, sse
 

@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,7 +42,6 @@ def _book(request: Request) -> BatchBook:
 
 
 async def create(request: Request) -> Response:
-    state: ServerState = request.app.state.promptq
     try:
         body = await read_json(request)
         for name in ("input_file_id", "endpoint", "completion_window"):

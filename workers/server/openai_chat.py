@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, Optional
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,8 +30,8 @@ from promptq.providers.params import validate as validate_parameters
 from promptq.tasks.store import JobRecord, JobStatus
 
 from .errors import ApiError, from_failed_job
-from .jobs import (JOB_HEADER, OPENAI_NOT_PARAMETERS, ServerState, admitted, idempotent_job_id, cancel_quietly, read_json, stream_options, submit,
-                   text_content, wait_for_result, wants_cancel_on_disconnect)
+from .jobs import (JOB_HEADER, OPENAI_NOT_PARAMETERS, ServerState, admitted, cancel_quietly, idempotent_job_id,
+                   read_json, stream_options, submit, text_content, wait_for_result, wants_cancel_on_disconnect)
 from .live import LiveStream
 from .sse import DONE, SSE_HEADERS, sse
 
