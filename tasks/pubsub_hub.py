@@ -80,15 +80,21 @@ class PubSubHub:
                     await self._pubsub.unsubscribe(channel)
 
     async def _read(self) -> None:
+        failing = False
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection trouble: redis-py reconnects and re-subscribes on the next read
-                logger.warning("pub/sub read failed: %s", exc)
+                if not failing:  # once per outage, not every retry
+                    logger.warning("pub/sub read failed, retrying: %s", exc)
+                failing = True
                 await asyncio.sleep(0.2)
                 continue
+            if failing:
+                logger.warning("pub/sub reads work again")
+                failing = False
             if message is None:
                 continue
             channel = message["channel"]
