@@ -41,3 +41,10 @@ def test_batch_example_answers_every_line(name):
     sample = (ROOT / "examples" / "sample_batch.jsonl").read_text().splitlines()
     answered = [line for line in out.stdout.splitlines() if ": mock reply to: " in line]
     assert len(answered) == len(sample)
+
+
+def test_openai_sdk_example():
+    out = run_example("openai_sdk.py")
+    assert out.returncode == 0, out.stderr
+    assert "mock reply to: What does a durable queue buy me?" in out.stdout
+    assert "mock reply to: Stream this answer please" in out.stdout and "tokens" in out.stdout
