@@ -22,12 +22,14 @@ from .context import EXIT_USAGE, State, fail, pass_state
               help="Requests waiting on jobs at once; past it, 429 with Retry-After (default 10000).")
 @click.option("--request-timeout", "request_timeout_s", type=float, default=None,
               help="Seconds a request waits for its job before 504; the job goes on (default 600).")
+@click.option("--keepalive", "keepalive_s", type=float, default=None,
+              help="Seconds of silence before a streamed response gets a keep-alive (default 15).")
 @click.option("--workers", "processes", type=int, default=1, show_default=True, help="uvicorn worker processes.")
 @click.option("--log-level", default="info", show_default=True)
 @pass_state
 def serve(state: State, host: str, port: int, api_keys_file: Optional[str], files_dir: Optional[str],
           max_file_bytes: Optional[int], max_open_requests: Optional[int], request_timeout_s: Optional[float],
-          processes: int, log_level: str) -> None:
+          keepalive_s: Optional[float], processes: int, log_level: str) -> None:
     """Serve the OpenAI and Anthropic APIs at http://HOST:PORT/v1 in front of the queue."""
     try:
         import uvicorn
@@ -39,7 +41,7 @@ def serve(state: State, host: str, port: int, api_keys_file: Optional[str], file
     try:
         config = from_environ(keys_file=api_keys_file, host=host, port=port, files_dir=files_dir,
                               max_file_bytes=max_file_bytes, max_open_requests=max_open_requests,
-                              request_timeout_s=request_timeout_s)
+                              request_timeout_s=request_timeout_s, keepalive_s=keepalive_s)
         config.check_bind()
     except ServerConfigError as exc:
         fail(str(exc), EXIT_USAGE)

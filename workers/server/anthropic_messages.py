@@ -26,7 +26,7 @@ from .errors import ApiError, from_failed_job
 from .jobs import (JOB_HEADER, ServerState, admitted, cancel_quietly, idempotent_job_id, read_json, submit,
                    text_content, wait_for_result, wants_cancel_on_disconnect)
 from .live import LiveStream
-from .sse import SSE_HEADERS, sse
+from .sse import ANTHROPIC_KEEPALIVE, SSE_HEADERS, sse, with_keepalive
 
 _PARAMETERS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences")
 _KNOWN = {"model", "messages", "system", "stream", "metadata", "promptq", "tools", "tool_choice", "thinking",
@@ -46,7 +46,8 @@ async def messages(request: Request) -> Response:
             headers[JOB_HEADER] = job_id
             cancel = wants_cancel_on_disconnect(request, body)
             if body.get("stream"):
-                events = _stream(state, job_id, body["model"], cancel)
+                events = with_keepalive(_stream(state, job_id, body["model"], cancel), state.config.keepalive_s,
+                                        ANTHROPIC_KEEPALIVE)
                 return LiveStream(events, media_type="text/event-stream", headers={**SSE_HEADERS, **headers},
                                   on_close=admission.hand_over())
             record = await wait_for_result(state, request, job_id, cancel)

@@ -36,6 +36,8 @@ class ServerConfig:
     max_open_requests: int = 10_000
     #: A non-streamed request waits this long for its job, then answers 504 (the job goes on).
     request_timeout_s: float = 600.0
+    #: A streamed response silent this long gets a keep-alive (comment / `ping`).
+    keepalive_s: float = 15.0
 
     @property
     def auth_required(self) -> bool:

@@ -33,7 +33,7 @@ from .errors import ApiError, from_failed_job
 from .jobs import (JOB_HEADER, OPENAI_NOT_PARAMETERS, ServerState, admitted, cancel_quietly, idempotent_job_id,
                    read_json, stream_options, submit, text_content, wait_for_result, wants_cancel_on_disconnect)
 from .live import LiveStream
-from .sse import DONE, SSE_HEADERS, sse
+from .sse import DONE, OPENAI_KEEPALIVE, SSE_HEADERS, sse, with_keepalive
 
 _RENAMES = {"targets[0]": "model", "parameters": "parameters"}
 _PARAM_RE = re.compile(r"invalid parameter '([^']+)'")
@@ -51,7 +51,8 @@ async def chat_completions(request: Request) -> Response:
             cancel = wants_cancel_on_disconnect(request, body)
             if body.get("stream"):
                 options = stream_options(body) or {}
-                chunks = _stream(state, job_id, body["model"], bool(options.get("include_usage")), cancel)
+                chunks = with_keepalive(_stream(state, job_id, body["model"], bool(options.get("include_usage")),
+                                                cancel), state.config.keepalive_s, OPENAI_KEEPALIVE)
                 return LiveStream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers},
                                   on_close=admission.hand_over())
             record = await wait_for_result(state, request, job_id, cancel)
