@@ -90,7 +90,7 @@ def message(record: JobRecord, requested_model: str) -> Dict[str, Any]:
     """A finished job as an Anthropic `message` (or the ApiError its failure means)."""
     if record.status is not JobStatus.SUCCEEDED:
         if record.status is JobStatus.CANCELLED:
-            raise ApiError(409, f"job {record.id} was cancelled", code="cancelled")
+            raise ApiError(409, f"job {record.id} was cancelled", code="cancelled", should_retry=False)
         raise from_failed_job(record.id, record.error)
     result = record.result or {}
     return message_body(record.id, result, requested_model)

@@ -10,6 +10,12 @@ Handlers raise `ApiError`; the route wrapper of each dialect renders it
 (invalid request, context length, content filter) stay 4xx, a provider's
 rate limit or quota stays 429, anything else is 502: the upstream failed,
 not the caller.
+
+The SDKs retry 409, 429 and 5xx by themselves, and a retried request is a
+new job: an error about a job that already ran (failed, cancelled, or still
+running past the request timeout) says `x-should-retry: false`, which both
+SDKs obey. promptq's own refusals before anything was submitted (busy,
+queue unreachable) stay retryable.
 """
 
 from __future__ import annotations
@@ -46,8 +52,10 @@ _CATEGORY_STATUS = {
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request", *, param: Optional[str] = None,
-                 code: Optional[str] = None, retry_after_s: Optional[float] = None):
+                 code: Optional[str] = None, retry_after_s: Optional[float] = None,
+                 should_retry: Optional[bool] = None):
         super().__init__(message)
+        self.should_retry = should_retry
         self.status = status
         self.message = message
         self.kind = kind
@@ -67,6 +75,8 @@ class ApiError(Exception):
         headers = dict(headers or {})
         if self.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, int(round(self.retry_after_s))))
+        if self.should_retry is not None:
+            headers["x-should-retry"] = "true" if self.should_retry else "false"
         return Response(json.dumps(body), status_code=self.status, media_type="application/json", headers=headers)
 
 
@@ -88,4 +98,4 @@ def from_failed_job(job_id: str, error: Optional[Dict[str, Any]]) -> ApiError:
     last = error.get("last_error") or {}
     retry_after = last.get("retry_after_s") if status == 429 else None
     return ApiError(status, f"job {job_id} failed: {error.get('message') or 'failed'}", kind,
-                    code=category, retry_after_s=retry_after)
+                    code=category, retry_after_s=retry_after, should_retry=False)

@@ -151,7 +151,8 @@ async def wait_for_result(state: ServerState, request: Request, job_id: str, can
             return result.result()
         except TimeoutError:
             raise ApiError(504, f"job {job_id} did not finish within {state.config.request_timeout_s:g}s; "
-                                f"it goes on: read it later by its id", "timeout", code="timeout") from None
+                                f"it goes on: read it later by its id", "timeout", code="timeout",
+                           should_retry=False) from None
     result.cancel()
     if cancel_on_disconnect:
         await cancel_quietly(state, job_id)

@@ -88,11 +88,17 @@ def test_stream_reset_ends_with_an_error_the_sdk_raises(openai_client):
     assert "".join(pieces)  # some text came before the reset, and nothing after it
 
 
-def test_failed_job_is_an_openai_error(openai_client):
-    with pytest.raises(openai.BadRequestError) as info:
-        openai_client.chat.completions.create(
-            model="mock:m", messages=[{"role": "user", "content": f"[[fault:invalid]] {tag()}"}])
-    assert info.value.code == "invalid"
+def test_failed_job_is_an_openai_error_the_sdk_does_not_retry(server):
+    # Default retries on: a 5xx about a job that ran must not become a second job.
+    with openai.OpenAI(base_url=f"{server.base}/v1", api_key=API_KEY, max_retries=2) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model="mock:m",
+                                           messages=[{"role": "user", "content": f"[[fault:invalid]] {tag()}"}])
+        assert info.value.code == "invalid"
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(model="mock:m",
+                                           messages=[{"role": "user", "content": f"[[fault:auth]] {tag()}"}])
+        assert info.value.status_code == 502 and info.value.response.headers["x-should-retry"] == "false"
 
 
 def test_bad_requests_name_the_field(openai_client):

@@ -34,6 +34,7 @@ def test_failed_job_status(category, status):
     response = error.response("openai")
     assert response.status_code == status
     assert (response.headers.get("retry-after") == "7") == (status == 429)
+    assert response.headers["x-should-retry"] == "false"  # an SDK's retry would be a second job
     assert error.anthropic_body()["error"]["message"] == error.message
 
 
