@@ -213,6 +213,10 @@ _QUOTA_RE = re.compile(
     re.I,
 )
 _OVERLOAD_RE = re.compile(r"overloaded", re.I)
+#: OpenAI's codes/types that say "slow down" whatever the message adds. The
+#: generic `rate_limit_error` (Anthropic, llama-server) is not here: a
+#: llama-server quota error carries it too, so there the words still decide.
+_RATE_LIMIT_KINDS = frozenset({"rate_limit_exceeded", "requests", "tokens"})
 
 # Anthropic's error types, mapped to the status they stand for, so an in-band
 # `event: error` classifies exactly like the HTTP error it replaces.
@@ -238,6 +242,11 @@ def categorize(
     text = " ".join(filter(None, [kind or "", message or ""]))
     if status is None and kind in _TYPE_STATUS:
         status = _TYPE_STATUS[kind]
+    # The vendor's code/type decides before any words in the message: a real
+    # OpenAI `rate_limit_exceeded` can end with "add a payment method ...
+    # /account/billing", and it still means "slow down", not "out of quota".
+    if kind in _RATE_LIMIT_KINDS and status in (429, None):
+        return ErrorCategory.RATE_LIMIT
     if kind in ("context_length_exceeded", "exceed_context_size_error") or (
         status in (400, 413, 422, None) and _CONTEXT_RE.search(text)
     ):
