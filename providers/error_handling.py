@@ -100,6 +100,9 @@ class ProviderError(RuntimeError):
         self.retry_after = retry_after
         self.provider_message = redact(provider_message) if provider_message else None
         self.error_type = error_type
+        #: The response's rate-limit headers (providers.rate_limit_info), set
+        #: for HTTP errors; the queue's pacing reads them. Not in to_dict.
+        self.rate_limit_headers: dict[str, str] = {}
         super().__init__(self.message)
 
     @property
@@ -323,13 +326,14 @@ class ErrorClassifier:
     @staticmethod
     def classify_http_error(response: requests.Response, provider: str = "unknown") -> ProviderError:
         """Classify a non-2xx HTTP response by status, vendor error type and body."""
+        from .rate_limit_info import rate_limit_headers
+
         status = response.status_code if isinstance(response.status_code, int) else None
         data, text = _body(response)
-        if data is not None:
-            return error_from_payload(data, provider, status_code=status, headers=response.headers)
-        error = error_from_payload(None, provider, status_code=status, headers=response.headers)
-        if text:
+        error = error_from_payload(data, provider, status_code=status, headers=response.headers)
+        if data is None and text:
             error.provider_message = redact(text.strip()[:500])
+        error.rate_limit_headers = rate_limit_headers(response.headers)
         return error
 
     @staticmethod
