@@ -86,9 +86,10 @@ class MessageBuilder:
             for name in set(queues):
                 producer.maybe_declare(self.amqp.queues[name])
 
-    def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str) -> str:
+    def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str, *,
+                 target_index: int = 0, attempt: int = 1) -> str:
         args = (job_id, spec)
-        kwargs = {"target_index": 0, "attempt": 1, "token": token}
+        kwargs = {"target_index": target_index, "attempt": attempt, "token": token}
         headers, properties, body, _ = self.amqp.as_task_v2(
             job_id, TASK_NAME, args=args, kwargs=kwargs, origin=self.origin, reply_to=self.reply_to,
             ignore_result=None,

@@ -27,8 +27,9 @@ from .context import EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, EXI
 
 #: `batch status` rows: (counter, label).
 ROWS = (("total", "total"), ("queued", "queued"), ("running", "running"), ("waiting", "waiting (retry)"),
-        ("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "cancelled"), ("retried", "retried"),
-        ("failed_over", "failed over"), ("recovered", "recovered"))
+        ("capacity", "waiting for capacity"), ("succeeded", "succeeded"), ("failed", "failed"),
+        ("cancelled", "cancelled"), ("retried", "retried"), ("rate_limited", "rate-limited (waited)"),
+        ("failed_over", "failed over"), ("spilled", "spilled"), ("recovered", "recovered"))
 
 
 @click.group()
