@@ -47,10 +47,14 @@ def batch() -> None:
 @click.option("--batch-id", help="Use this id; give an earlier one to resume an interrupted submission.")
 @click.option("--skip-invalid", is_flag=True, help="Submit the valid lines even if some are bad (they are still listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--spill", is_flag=True,
+              help="A line whose target has had no capacity for a while moves to its next target (not a failure).")
+@click.option("--rate-limit-deadline", "rate_limit_deadline_s", type=float, metavar="SECONDS",
+              help="How long a line may wait for a rate limit before it fails as rate_limited (default 24 h).")
 @pass_state
 @redis_errors
 def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: str, batch_id: Optional[str],
-           skip_invalid: bool, quiet: bool) -> None:
+           skip_invalid: bool, quiet: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
     from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
     from promptq.tasks.job import JobValidationError
@@ -81,6 +85,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         submission = submit_batch(
             state.client, source, targets=list(targets), batch_id=batch_id, skip_invalid=skip_invalid,
             default_provider=default_provider, source=name, on_progress=advanced, on_validated=validated,
+            spill=spill, rate_limit_deadline_s=rate_limit_deadline_s,
         )
     except BatchInputError as exc:
         for line in exc.invalid:
