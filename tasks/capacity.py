@@ -6,8 +6,9 @@
 - `deadline_passed`: a job waits for capacity until its deadline
   (`rate_limit_deadline_s` on the job, else the setting, 24 h by default),
   counted from when it was created; then it fails with `rate_limited`.
-- `should_spill`: an opt-in (`spill=True`) job that has waited longer than
-  `spill_after_s` on one target moves to the next one (same job id).
+- `should_spill`: an opt-in (`spill=True`) job that would wait, or has
+  waited, `spill_after_s` or more on one target moves to the next one (same
+  job id, counted as `spilled`, not as a failover).
 """
 
 from __future__ import annotations
@@ -82,9 +83,12 @@ class CapacityGate:
             error_type="rate_limited",
         )
 
-    def should_spill(self, job_key: str, target_index: int, has_next: bool) -> bool:
+    def should_spill(self, job_key: str, target_index: int, has_next: bool, wait_s: float) -> bool:
+        """Spill when the wait ahead, or the wait so far on this target, reaches `spill_after_s`."""
         if not (self.spec.get("spill") and has_next):
             return False
+        if wait_s >= self.rt.settings.spill_after_s:
+            return True
         since = self.rt.redis.hget(job_key, "waiting_since")
         since = since.decode() if isinstance(since, bytes) else since
         if not since:

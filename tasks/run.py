@@ -288,7 +288,7 @@ class JobRun:
         if self.gate_for().deadline_passed(wait_s):
             why = self.gate_for().rate_limited_error("still no capacity at the job's rate_limit_deadline_s")
             return self._failover(why) if has_next else self._fail(why, reason="rate_limited")
-        if self.gate_for().should_spill(self.rt.keys.job(self.job_id), self.target_index, has_next):
+        if self.gate_for().should_spill(self.rt.keys.job(self.job_id), self.target_index, has_next, wait_s):
             return self._failover(error or self.gate_for().rate_limited_error(f"no capacity ({reason})"), spill=True)
         # A little jitter, so jobs that were told the same time do not return as a herd.
         due = time.time() + wait_s + random.uniform(0.0, min(0.25, wait_s * 0.1))
