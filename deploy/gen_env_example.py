@@ -186,8 +186,8 @@ def render() -> str:
             out += [
                 "# limit_overrides: rate limits per provider (README, \"Rate limits and capacity\"); per model",
                 "# only in the PROMPTQ_CONFIG file ([providers.NAME.models.\"MODEL\".limits]).",
-                "# Set PROMPTQ_LIMIT_<PROVIDER>_RPM, _TPM or _CONCURRENCY to a number, e.g. for OpenAI",
-                "# at 600 requests a minute: PROMPTQ_LIMIT_OPENAI_RPM 600 (as NAME=VALUE).",
+                "# Per provider: PROMPTQ_LIMIT_OPENAI_RPM, PROMPTQ_LIMIT_OPENAI_TPM and",
+                "# PROMPTQ_LIMIT_OPENAI_CONCURRENCY (any provider's name in place of OPENAI).",
                 "",
             ]
             continue
