@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from promptq.providers.health_redis import RedisHealthStore
-from promptq.tasks.batch import submit_batch
+from promptq.tasks.batch import cancel_batch, submit_batch
 from promptq.tasks.batch_results import batch_status
 from promptq.tasks.client import Client
 from promptq.tasks.settings import Settings
@@ -109,3 +109,20 @@ def test_spill_moves_a_job_with_no_capacity_to_its_next_target(redis_server, cli
     moved = next(r for r in records if r.result["provider"] == "claude")
     assert moved.id in {h.id for h in spilled}  # same job id
     assert len(moved.attempts) == 1  # spilled before any call: no failure recorded
+
+
+def test_an_interactive_job_is_not_stuck_behind_a_batch(redis_server, client):
+    # 60 batch lines at 60 rpm would hold the provider for a minute; the batch
+    # lane leaves a share of the budget, so an interactive job finds room.
+    with BucketOpenAI(api_key=KEY, rpm=60, burst_s=1.0) as server:
+        with WorkerProcess(redis_server.url, ["openai"], env=env_for(server), concurrency=16, name="cap-lanes"):
+            lines = [__import__("json").dumps({"custom_id": f"b{i}", "prompt": f"batch {i}"}) for i in range(60)]
+            batch = submit_batch(client, lines, targets=["openai:gpt-4o-mini"]).batch_id
+            wait_for(lambda: batch_status(client, batch)["succeeded"] >= 3, 30, 0.1, "the batch to be under way")
+            handle = client.submit("interactive, please", to=["openai:gpt-4o-mini"])
+            record = client.result(handle.id, timeout=30)
+            left = batch_status(client, batch)
+            cancel_batch(client, batch)  # the rest need not run
+    assert record.status.value == "succeeded"
+    # It did not wait for the batch: most of the batch was still to come.
+    assert left["succeeded"] < 30, left
