@@ -126,3 +126,18 @@ def test_an_interactive_job_is_not_stuck_behind_a_batch(redis_server, client):
     assert record.status.value == "succeeded"
     # It did not wait for the batch: most of the batch was still to come.
     assert left["succeeded"] < 30, left
+
+
+def test_max_retries_counts_real_failures_only(redis_server, client):
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI(api_key=KEY) as server:
+        with WorkerProcess(redis_server.url, ["openai"], env=env_for(server), name="cap-retries"):
+            # Two 429s, then one server error: one real failure, within max_retries=1.
+            for fault in ("rate_limit_ms:200", "rate_limit_ms:200", "server"):
+                server.push(fault)
+            handle = client.submit("count my failures", to=["openai:gpt-4o-mini"], max_retries=1)
+            record = client.result(handle.id, timeout=60)
+    assert record.status.value == "succeeded", record.to_dict()
+    assert [a["error"]["category"] if a["error"] else "ok" for a in record.attempts] == \
+        ["rate_limit", "rate_limit", "server", "ok"]
