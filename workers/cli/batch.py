@@ -73,7 +73,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
     def validated(bid: str, lines: int) -> None:
         nonlocal task_id
         _echo(f"batch {bid}: submitting {lines} line(s) from {name}")
-        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid)}")
+        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s)}")
         if progress is not None:
             progress.start()
             task_id = progress.add_task("submitting", total=lines)
@@ -100,7 +100,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         fail(str(exc), EXIT_JOB_FAILED)
     except KeyboardInterrupt:
         bid = batch_id or "<the id printed above>"
-        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid)}", 130)
+        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s)}", 130)
     finally:
         if progress is not None:
             progress.stop()
@@ -281,12 +281,17 @@ def _summary(info: Dict[str, Any]) -> str:
 
 
 def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, batch_id: str,
-                    skip_invalid: bool) -> str:
+                    skip_invalid: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None) -> str:
     args = ["promptq", "batch", "submit", file, *[a for t in targets for a in ("--to", t)]]
     if default_provider:
         args += ["--default-provider", default_provider]
     if skip_invalid:
         args.append("--skip-invalid")
+    # The lines still to send must get the same capacity options as the ones sent.
+    if spill:
+        args.append("--spill")
+    if rate_limit_deadline_s is not None:
+        args += ["--rate-limit-deadline", f"{rate_limit_deadline_s:g}"]
     return shlex.join(args + ["--batch-id", batch_id])
 
 
