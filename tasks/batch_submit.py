@@ -122,7 +122,8 @@ class MessageBuilder:
 class BulkSubmitter:
     """Submits the valid lines of one batch, chunk by chunk."""
 
-    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES):
+    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES,
+                 line_defaults: Optional[Dict[str, Any]] = None):
         self.client = client
         self.redis = client.redis
         self.store = client.store
@@ -131,6 +132,7 @@ class BulkSubmitter:
         self.batch_key = self.keys.batch(batch_id)
         self.list_key = self.keys.batch_jobs(batch_id)
         self.chunk_lines = chunk_lines
+        self.line_defaults = dict(line_defaults or {})
         self.messages = MessageBuilder(client.app)
         self.owner = new_token()
         self._claim = self.redis.register_script(_CLAIM)
@@ -180,6 +182,7 @@ class BulkSubmitter:
         specs, tokens = [], []
         for line in chunk:
             spec = line.spec  # each line's spec is fresh from parsing: fill it in place
+            spec.update(self.line_defaults)
             spec.update(id=job_id(line.custom_id), batch_id=self.batch_id, created_at=now)
             specs.append(spec)
             tokens.append(new_token())

@@ -18,6 +18,8 @@ class JobStatus(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    #: Waiting for capacity (a rate limit), in the deferred set (tasks.deferral).
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"

@@ -81,6 +81,7 @@ redis.call('EXPIRE', KEYS[5], ttl)
 if ARGV[7] == '1' then
   if st == 'running' then redis.call('HINCRBY', KEYS[3], 'running', -1)
   elseif st == 'retrying' then redis.call('HINCRBY', KEYS[3], 'waiting', -1)
+  elseif st == 'waiting' then redis.call('HINCRBY', KEYS[3], 'capacity', -1)
   else redis.call('HINCRBY', KEYS[3], 'queued', -1) end
   redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
   redis.call('HINCRBY', KEYS[3], 'input_tokens', tonumber(ARGV[8]) or 0)
