@@ -21,8 +21,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .base import LLMProvider, Message, ProviderResult, ProviderStream, resolve_setting, timed
+from .chunked_body import body_chunks
 from .error_handling import ErrorClassifier, malformed, map_request_errors
-from .streaming_utils import StreamParser, stream_result
+from .streaming_utils import StreamParser, stream_result_batches
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 120.0
@@ -87,7 +88,11 @@ class HTTPProvider(LLMProvider):
         """The raw body as it arrives; a cut connection becomes a NETWORK_ERROR."""
         with map_request_errors(self.name):
             try:
-                for chunk in response.iter_content(chunk_size=None):
+                # Straight off the socket when the body is plain chunked
+                # (chunked_body: cheaper, and chunks read together stay
+                # together); urllib3's reader otherwise.
+                chunks = body_chunks(response) or response.iter_content(chunk_size=None)
+                for chunk in chunks:
                     if chunk:
                         yield chunk
             finally:
@@ -161,12 +166,12 @@ class HTTPProvider(LLMProvider):
         # the request itself is sent when iteration starts.
         self.require_key()
         payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=True)
-        return ProviderStream(self._stream(payload, model))
+        return ProviderStream(self._stream(payload, model), batched=True)
 
-    def _stream(self, payload: Dict[str, Any], model: str) -> Generator[str, None, ProviderResult]:
+    def _stream(self, payload: Dict[str, Any], model: str) -> Generator[List[str], None, ProviderResult]:
         elapsed_s = timed()
         response = self.post(self.request_path, payload, stream=True)
-        return (yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s))
+        return (yield from stream_result_batches(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s))
 
     def close(self) -> None:
         self.session.close()

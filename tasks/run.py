@@ -28,6 +28,7 @@ from promptq.providers.backoff import retry_delay_s
 from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
+from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token
@@ -155,29 +156,25 @@ class JobRun:
         if not self.stream:
             return provider.complete(**args)
         stream = provider.stream(**args)
-        finished = False
+        # Chunk events go out from this thread, one per socket read of the
+        # provider's answer (tasks.chunk_relay); every CANCEL_CHECK_EVERY
+        # pieces that round trip also reads the cancel flag.
+        relay = ChunkRelay(self.rt.events, self.job_id, attempt=self.attempt, provider=self.provider_name,
+                           target_index=self.target_index, watch=(self.rt.keys.job(self.job_id), "cancel_requested"),
+                           cancel_every=CANCEL_CHECK_EVERY)
         try:
-            for n, text in enumerate(stream, 1):
+            for texts in stream.batches():
+                text = texts[0] if len(texts) == 1 else "".join(texts)
                 if not text:
                     continue
-                # Queued, and sent with whatever else is queued (tasks.events);
-                # every CANCEL_CHECK_EVERY chunks that round trip also reads
-                # the cancel flag, seen here at a chunk soon after.
-                watch = (self.rt.keys.job(self.job_id), "cancel_requested") if n % CANCEL_CHECK_EVERY == 0 else None
-                self.rt.events.publish_soon(self.job_id, "chunk", attempt=self.attempt, store=True, watch=watch,
-                                            provider=self.provider_name, target_index=self.target_index, text=text)
-                # Remembered so a failure after this point emits `reset`:
-                # the subscriber must discard this attempt's text.
+                # Set first: a failure after this point emits `reset` (the
+                # subscriber must discard this attempt's text), even if this
+                # very send failed half-way.
                 self.streamed_any = True
-                if self.rt.events.watched(self.job_id):
+                if relay.send(text, len(texts)):
                     raise JobCancelled()
-            finished = True
         finally:
             stream.close()
-            # Every chunk is in Redis before the attempt's next event or record
-            # write; a send error counts as this attempt's error, unless another
-            # one is already on its way out.
-            self.rt.events.wait_sent(self.job_id, raise_error=finished)
         return stream.result
 
     # --- outcomes ---------------------------------------------------------------
