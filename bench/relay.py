@@ -80,7 +80,7 @@ class _Redis:
 class _Stream:
     """One streamed response: HTTP head, chunked framing, SSE data lines."""
 
-    __slots__ = ("job_id", "sock", "buf", "body", "head_done", "done", "prefix", "seq_key", "stream_key", "channel")
+    __slots__ = ("job_id", "sock", "buf", "body", "head_done", "done", "prefix", "seq_key", "stream_key", "channel", "job_key")
 
     def __init__(self, job_id: str, sock: socket.socket, prefix: str):
         self.job_id = job_id
@@ -95,6 +95,7 @@ class _Stream:
         self.seq_key = f"{prefix}:seq:{job_id}".encode()
         self.stream_key = f"{prefix}:replay:{job_id}".encode()
         self.channel = f"{prefix}:events:{job_id}".encode()
+        self.job_key = f"{prefix}:job:{job_id}".encode()
 
     def feed(self, data: bytes) -> list:
         """Texts of the pieces completed by `data`."""
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
                 now = b"%.6f" % time.time()
                 for text in (["".join(texts)] if merge else texts):
                     body = s.prefix + b'"ts":' + now + b',"text":' + json.dumps(text).encode() + b"}"
-                    out.append(_resp(b"EVALSHA", sha, b"2", s.seq_key, s.stream_key, body, maxlen, ttl, s.channel, b"1"))
+                    out.append(_resp(b"EVALSHA", sha, b"3", s.seq_key, s.stream_key, s.job_key, body, maxlen, ttl, s.channel, b"1"))
                     count += 1
                 pieces += len(texts)
             if s.done or not data:

@@ -99,6 +99,8 @@ def dechunk(reads: Iterator[bytes]) -> Iterator[Optional[bytes]]:
                 if end >= n:
                     out.append(data[pos:] if pos else data)
                     left = end - n
+                    if not left:
+                        skip = 2
                     break
                 out.append(data[pos:end])
                 pos, left, skip = end, 0, 2

@@ -49,13 +49,15 @@ class ChunkRelay:
         self.pool = events.redis.connection_pool
         self.script = events._script
         keys = events.keys
-        fixed = json.dumps({"type": "chunk", "job_id": job_id, "attempt": attempt, "provider": provider,
-                            "target_index": target_index}, separators=(",", ":"))
         # The event's JSON without its opening brace (the script prepends
-        # '{"seq":N,'), up to where the timestamp goes.
-        self._fixed = fixed[1:-1].encode("utf-8") + b',"ts":'
+        # '{"seq":N,'), fields in `EventPublisher.publish`'s order, split
+        # around the timestamp and the text.
+        head = json.dumps({"type": "chunk", "job_id": job_id, "attempt": attempt}, separators=(",", ":"))
+        mid = json.dumps({"provider": provider, "target_index": target_index}, separators=(",", ":"))
+        self._fixed = head[1:-1].encode("utf-8") + b',"ts":'
+        self._mid = b"," + mid[1:-1].encode("utf-8") + b',"text":'
         self._tail = (_bulk(events.maxlen) + _bulk(events.ttl_s) + _bulk(keys.channel(job_id)) + _bulk("1"))
-        self._keys = _bulk(2) + _bulk(keys.seq(job_id)) + _bulk(keys.events(job_id))
+        self._keys = _bulk(3) + _bulk(keys.seq(job_id)) + _bulk(keys.events(job_id)) + _bulk(keys.job(job_id))
         self._head = self._make_head()
         self._watch = b"*3\r\n$4\r\nHGET\r\n" + _bulk(watch[0]) + _bulk(watch[1]) if watch else b""
         self.cancel_every = cancel_every
@@ -63,7 +65,7 @@ class ChunkRelay:
         self.events = 0
 
     def _make_head(self) -> bytes:
-        return b"*10\r\n$7\r\nEVALSHA\r\n" + _bulk(self.script.sha) + self._keys
+        return b"*11\r\n$7\r\nEVALSHA\r\n" + _bulk(self.script.sha) + self._keys
 
     def send(self, text: str, pieces: int = 1) -> bool:
         """Publish one chunk event holding `pieces` pieces; True if the job's
@@ -71,7 +73,7 @@ class ChunkRelay:
         before = self.pieces
         self.pieces += pieces
         watch = bool(self._watch) and self.pieces // self.cancel_every > before // self.cancel_every
-        body = b"%s%.6f,\"text\":%s}" % (self._fixed, time.time(), json.dumps(text).encode("ascii"))
+        body = b"%s%.6f%s%s}" % (self._fixed, time.time(), self._mid, json.dumps(text).encode("ascii"))
         replies = self._round_trip(body, watch)
         if isinstance(replies[0], redis.exceptions.NoScriptError):
             # Redis restarted or its scripts were flushed; the call did not run.
