@@ -15,6 +15,7 @@ every round's ratio meets it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -70,6 +71,8 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
                                "validate_s": round(marks.get("v", t0) - t0, 2), "submitted": sub.submitted,
                                "queued_messages": queued})
             log(f"batch: submit_batch {lines} lines in {elapsed:.1f}s ({lines / elapsed:.0f}/s), {queued} queued")
+            del sub  # each round starts from the same heap: nothing of the last one kept
+            gc.collect()
 
             # The naive loop: parse, build the spec, apply_async. Same file, first lines.
             client.redis.flushall()

@@ -19,6 +19,7 @@ from a single one except that its text is longer. Sequence numbers, order
 unchanged.
 
 The cancel flag is read in the same round trip, every `cancel_every` pieces.
+One pooled connection is held from the first event to `close()`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class ChunkRelay:
         self.cancel_every = cancel_every
         self.pieces = 0
         self.events = 0
+        self._conn: Any = None
 
     def _make_head(self) -> bytes:
         return b"*11\r\n$7\r\nEVALSHA\r\n" + _bulk(self.script.sha) + self._keys
@@ -88,7 +90,12 @@ class ChunkRelay:
 
     def _round_trip(self, body: bytes, watch: bool) -> list:
         packed = b"".join((self._head, b"$%d\r\n" % len(body), body, b"\r\n", self._tail, self._watch if watch else b""))
-        conn = self.pool.get_connection()
+        conn = self._conn
+        if conn is None:
+            # Kept for the attempt: borrowing one per event costs a pool
+            # lock and a readiness poll each time, and under gevent that
+            # poll yields to every other greenlet (measured: a 10x worse p99).
+            conn = self._conn = self.pool.get_connection()
         try:
             conn.send_packed_command([packed])
             replies = []
@@ -99,7 +106,13 @@ class ChunkRelay:
                     replies.append(exc)  # the reply was read whole; the connection is fine
             return replies
         except BaseException:
+            self._conn = None
             conn.disconnect()
+            self.pool.release(conn)
             raise
-        finally:
+
+    def close(self) -> None:
+        """Give the connection back to the pool (the attempt is over)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             self.pool.release(conn)

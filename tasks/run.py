@@ -174,6 +174,7 @@ class JobRun:
                 if relay.send(text, len(texts)):
                     raise JobCancelled()
         finally:
+            relay.close()
             stream.close()
         return stream.result
 

@@ -84,3 +84,16 @@ def test_a_script_error_is_raised_and_the_connection_stays_usable(publisher, red
     relay(publisher, "j2").send("b")
     assert stored(redis_client, keys, "j2")[0]["text"] == "b"
     assert redis_client.ping()
+
+
+def test_one_connection_is_held_for_the_attempt_and_given_back(publisher, redis_client, keys):
+    pool = redis_client.connection_pool
+    r = relay(publisher)
+    for i in range(5):
+        r.send(str(i))
+    assert len(pool._in_use_connections) == 1
+    r.close()
+    assert len(pool._in_use_connections) == 0
+    r.send("again")  # a relay used after close borrows again
+    r.close()
+    assert [e["text"] for e in stored(redis_client, keys)] == ["0", "1", "2", "3", "4", "again"]
