@@ -1,17 +1,29 @@
-"""Case 3, streaming relay: chunk latency and chunks/s through pub/sub.
+"""Case 3, streaming relay: chunk latency, chunks/s and CPU per chunk, as
+ratios to a minimal relay measured in the same run.
 
 The fake server (`bench.fake --stamp`) writes each streamed piece as the
-wall-clock time it was sent, `[1712345678.123456]`; the worker relays each
-piece as a `chunk` event (Lua: INCR + PUBLISH + XADD in one round trip); a
-lean subscriber process (`bench.subscriber`) PSUBSCRIBEs to every job's
-channel and stamps each message with the time its recv() returned. Latency
-= receive time - send time in the text: the whole relay, fake server's
-socket -> worker -> Redis -> subscriber's socket. The worker's own event
-`ts` splits it into the worker's part and the Redis/subscriber part.
+wall-clock time it was sent, `[1712345678.123456]`; the worker relays the
+pieces as `chunk` events (tasks.chunk_relay: the pieces of one socket read
+become one event, one Lua call: number, PUBLISH, XADD); a lean subscriber
+process (`bench.subscriber`) PSUBSCRIBEs to every job's channel and stamps
+each message with the time its recv() returned. Latency = receive time -
+send time of every piece in the text: the whole relay, fake server's socket
+-> worker -> Redis -> subscriber's socket. The worker's own event `ts`
+splits it into the worker's part and the Redis/subscriber part.
 
-Three loads: *light* (2 streams, about 200 chunks/s: the floor), *moderate* (20 streams of 100 chunks, 10 ms apart: about 2,000
-chunks/s offered, a tenth of the saturation target) for latency, and
-*saturation* (200 concurrent streams of 100 chunks, no delay) for chunks/s.
+The yardstick, "limit": `bench.relay`, a single-threaded selectors relay on
+raw sockets running the same Lua script against the same fake server and
+subscriber, piece by piece and merged per read. Each promptq figure is
+shown as a ratio to it.
+
+Loads: *light* (2 streams, ~200 chunks/s), *moderate* (20 streams of 100
+chunks 10 ms apart, ~2,000 chunks/s offered) for latency, *saturation* (200
+concurrent streams of 100 chunks, no delay) for chunks/s and CPU per chunk,
+and the same with 400-chunk streams: the extra CPU per extra chunk is the
+chunk path alone, the per-job cost cancelled out. Before each measured load
+the worker serves the same load once unmeasured (pools filled, as in a
+running worker). Redis's own counts (`INFO commandstats`) give commands and
+round trips per chunk.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from promptq.providers.error_handling import ErrorCategory, ProviderError
 from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .runtime import Runtime, get_runtime
-from .store import JobStatus, new_token
+from .store import JobStatus, new_token, start_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,16 @@ class JobRun:
     # --- the whole story ----------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
-        verdict = self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id)
+        # One round trip: claim the job, and ask the provider's circuit.
+        pipe = self.rt.redis.pipeline(transaction=False)
+        self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id,
+                            pipe=pipe)
+        allow = self.rt.health.queue_allow_request(self.provider_name, pipe)
+        started_reply, allow_reply = execute_scripts(self.rt.redis, pipe)
+        verdict = start_verdict(started_reply)
+        allow.reply = allow_reply
         if verdict != "run":
+            allow.release()  # no call: a half-open probe claimed for it goes back
             # Redelivered after success, superseded by a newer message, or
             # cancelled: acknowledge and do nothing, above all no provider call.
             logger.info("job %s: delivery dropped (%s)", self.job_id, verdict)
@@ -121,7 +129,7 @@ class JobRun:
         started = time.monotonic()
         try:
             try:
-                result = self._call()
+                result = self._call(allow.answer())
             except JobCancelled:
                 return self._finish_cancelled()
             except ProviderError as exc:
@@ -142,8 +150,8 @@ class JobRun:
 
     # --- the call -------------------------------------------------------------
 
-    def _call(self) -> ProviderResult:
-        if not self.rt.health.allow_request(self.provider_name):
+    def _call(self, allowed: bool) -> ProviderResult:
+        if not allowed:
             raise self.rt.health.circuit_open_error(self.provider_name)
         provider = self.rt.provider(self.provider_name)
         args = dict(
