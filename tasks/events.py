@@ -6,16 +6,15 @@ stream; a follower subscribes first, replays the stream, and drops anything
 it has already seen by sequence number. One Lua call numbers, publishes and
 stores an event, so numbering can never race.
 
-A streamed job's `chunk` events go through `publish_soon`: a per-process
-sender thread puts every event queued meanwhile, from every job, into one
-pipelined round trip. Each event keeps its own Lua call, number and JSON;
-a job's events keep their order; and `wait_sent` (which the run task calls
-before the attempt's next event or record write) holds the job until all
-of them are in Redis. On a loaded worker most of a chunk's cost was that
-round trip (see `bench/`), and an idle one still sends each chunk at once.
+A streamed job's `chunk` events are sent by the thread reading the
+provider's answer, one event per socket read (tasks.chunk_relay, same
+script, same numbering). `publish_soon` (a per-process sender thread that
+puts every event queued meanwhile, from every job, into one pipelined round
+trip; `wait_sent` holds the job until they are in Redis) is kept for
+callers that cannot wait for a round trip per event.
 
 Event types:
-    chunk     {"text"}                       a piece of the answer
+    chunk     {"text"}                       the next text: the pieces read together, joined
     retry     {"error", "delay_s"}           this attempt failed; same provider again later
     failover  {"error", "to"}                this target failed; the next one takes over
     reset     {"reason"}                     an attempt that had streamed text failed:
