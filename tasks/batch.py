@@ -32,6 +32,7 @@ from .batch_input import BatchLine, InvalidLine, Source, iter_batch, parse_targe
 from .batch_results import BatchNotFinished, BatchNotFound, batch_status, iter_results, result_line, submission_stalled
 from .batch_submit import CHUNK_LINES, BatchBusyError, BulkSubmitter
 from .job import JobValidationError, Target
+from .lanes import BATCH, LaneError, parse_lane
 
 __all__ = [
     "BatchBusyError", "BatchInputError", "BatchNotFinished", "BatchNotFound", "BatchSubmission",
@@ -93,6 +94,7 @@ def submit_batch(
     on_progress: Optional[Callable[[int, int, int], None]] = None,
     on_validated: Optional[Callable[[str, int], None]] = None,
     chunk_lines: int = CHUNK_LINES,
+    priority: str = BATCH,
 ) -> BatchSubmission:
     """Validate the whole input, then enqueue every valid line as one job of the batch.
 
@@ -101,10 +103,16 @@ def submit_batch(
     `BatchBusyError` if the same batch is being submitted elsewhere.
     `on_validated(batch_id, lines)` runs once the file passed, before
     anything is sent; `on_progress(lines_done, lines, sent)` after each chunk.
+    `priority` is the lane of every job: "batch" (default: workers take an
+    interactive job first) or "interactive".
     """
     targets = parse_targets(targets or [])
     default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
     batch_id = new_batch_id() if batch_id is None else check_batch_id(batch_id)
+    try:
+        lane = parse_lane(priority, "priority")
+    except LaneError as exc:
+        raise JobValidationError("priority", str(exc).split(": ", 1)[1]) from None
     if not isinstance(lines_or_path, (str, Path, list, tuple)):
         lines_or_path = list(lines_or_path)  # read twice below: validate, then send
     name = source or source_name(lines_or_path)
@@ -120,7 +128,7 @@ def submit_batch(
     if on_validated:
         on_validated(batch_id, valid)
 
-    submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines)
+    submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines, lane=lane)
     submitter.claim()
     done = sent_total = 0
 
@@ -136,7 +144,7 @@ def submit_batch(
         pipe.hsetnx(submitter.batch_key, "created_at", time.time())
         pipe.hset(submitter.batch_key, mapping={
             "input": name, "targets": json.dumps(targets or checked.chains), "lines": valid,
-            "invalid": len(invalid), "submit_state": "submitting",
+            "invalid": len(invalid), "submit_state": "submitting", "lane": lane,
         })
         pipe.execute()
         if checked.kept is not None:

@@ -40,6 +40,7 @@ from celery.utils.nodenames import anon_nodename
 
 from .batch_input import BatchLine
 from .keys import TASK_NAME
+from .lanes import BATCH, list_key, priority_of
 from .store import new_token
 
 #: Lines per pipeline round: big enough to amortise the round trip, small
@@ -87,6 +88,7 @@ class MessageBuilder:
                 producer.maybe_declare(self.amqp.queues[name])
 
     def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str) -> str:
+        """The message for `queue`; LPUSH it onto `lanes.list_key(queue, lane_of(spec))`."""
         args = (job_id, spec)
         kwargs = {"target_index": 0, "attempt": 1, "token": token}
         headers, properties, body, _ = self.amqp.as_task_v2(
@@ -105,7 +107,9 @@ class MessageBuilder:
         properties.update(
             delivery_mode=2,  # the default exchange's 'persistent'
             delivery_info={"exchange": "", "routing_key": queue},
-            priority=0,  # priority 0 = the plain list named after the queue
+            # The lane's priority; kombu keeps each step in its own list
+            # (tasks.lanes.list_key), which is where the caller pushes it.
+            priority=priority_of(spec),
             body_encoding="base64",
             delivery_tag=str(uuid.uuid4()),
         )
@@ -121,7 +125,7 @@ class MessageBuilder:
 class BulkSubmitter:
     """Submits the valid lines of one batch, chunk by chunk."""
 
-    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES):
+    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES, lane: str = BATCH):
         self.client = client
         self.redis = client.redis
         self.store = client.store
@@ -130,6 +134,7 @@ class BulkSubmitter:
         self.batch_key = self.keys.batch(batch_id)
         self.list_key = self.keys.batch_jobs(batch_id)
         self.chunk_lines = chunk_lines
+        self.lane = lane
         self.messages = MessageBuilder(client.app)
         self.owner = new_token()
         self._claim = self.redis.register_script(_CLAIM)
@@ -179,7 +184,7 @@ class BulkSubmitter:
         specs, tokens = [], []
         for line in chunk:
             spec = line.spec  # each line's spec is fresh from parsing: fill it in place
-            spec.update(id=job_id(line.custom_id), batch_id=self.batch_id, created_at=now)
+            spec.update(id=job_id(line.custom_id), batch_id=self.batch_id, created_at=now, lane=self.lane)
             specs.append(spec)
             tokens.append(new_token())
         deadline_s = self.client.settings.lease_ttl_s
@@ -199,7 +204,7 @@ class BulkSubmitter:
             self._declare(queues)
             pipe = self.redis.pipeline(transaction=False)
             for (spec, token), queue in zip(fresh, queues):
-                pipe.lpush(queue, self.messages.envelope(spec["id"], spec, token, queue))
+                pipe.lpush(list_key(queue, self.lane), self.messages.envelope(spec["id"], spec, token, queue))
             # After every LPUSH (a pipeline runs in order): out of inflight
             # only once the broker holds the message.
             for spec, token in fresh:

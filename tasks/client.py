@@ -21,6 +21,7 @@ from .app import create_app
 from .events import TERMINAL_EVENTS, EventPublisher, decode_event
 from .job import JobSpec
 from .keys import TASK_NAME, Keys
+from .lanes import route
 from .settings import Settings
 from .store import JobRecord, JobStore, new_token
 
@@ -96,13 +97,18 @@ class Client:
         metadata: Optional[Mapping[str, Any]] = None,
         max_retries: Optional[int] = None,
         job_id: Optional[str] = None,
+        priority: Optional[str] = None,
     ) -> JobHandle:
-        """Validate and enqueue a job; raises `JobValidationError` naming the bad field."""
+        """Validate and enqueue a job; raises `JobValidationError` naming the bad field.
+
+        `priority` is the lane: "interactive" (default) or "batch", which
+        workers take only when no interactive job of their queues waits.
+        """
         spec = JobSpec.create(
             targets=to, prompt=prompt, messages=messages, system_prompt=system_prompt,
             parameters=parameters, stream=stream, custom_id=custom_id, batch_id=batch_id,
             metadata=metadata, max_retries=max_retries, job_id=job_id,
-            max_prompt_chars=self.settings.max_prompt_chars,
+            max_prompt_chars=self.settings.max_prompt_chars, lane=priority,
         )
         return self.submit_spec(spec)
 
@@ -119,13 +125,12 @@ class Client:
         return JobHandle(spec.id, self)
 
     def send(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> None:
-        provider = spec["targets"][target_index].split(":", 1)[0]
         self.app.send_task(
             TASK_NAME,
             args=(job_id, spec),
             kwargs={"target_index": target_index, "attempt": attempt, "token": token},
-            queue=self.keys.queue(provider),
             task_id=job_id,
+            **route(self.keys, spec, target_index),
         )
 
     # --- reading ----------------------------------------------------------------

@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from .lanes import LANES, LaneError, parse_lane
+
 #: Providers a worker can be built for. A job naming anything else would sit
 #: in a queue no worker consumes, so it is refused at submit time.
 KNOWN_PROVIDERS = ("openai", "claude", "openrouter", "ollama", "llamacpp", "mock")
@@ -74,6 +76,8 @@ class JobSpec:
     metadata: Dict[str, Any] = field(default_factory=dict)
     max_retries: Optional[int] = None
     created_at: float = 0.0
+    #: "interactive" (default) or "batch": which priority lane (tasks.lanes).
+    lane: str = "interactive"
 
     @classmethod
     def create(
@@ -91,6 +95,7 @@ class JobSpec:
         max_retries: Optional[int] = None,
         job_id: Optional[str] = None,
         max_prompt_chars: int = 1_000_000,
+        lane: Optional[str] = None,
     ) -> "JobSpec":
         spec = cls(
             id=job_id or uuid.uuid4().hex,
@@ -108,6 +113,7 @@ class JobSpec:
             metadata=dict(metadata) if isinstance(metadata, Mapping) else (metadata or {}),
             max_retries=max_retries,
             created_at=time.time(),
+            lane=_lane(lane, "priority"),
         )
         spec.validate(max_prompt_chars=max_prompt_chars)
         return spec
@@ -147,6 +153,8 @@ class JobSpec:
             not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or not 0 <= self.max_retries <= 100
         ):
             raise JobValidationError("max_retries", "must be an integer from 0 to 100")
+        if self.lane not in LANES:
+            raise JobValidationError("lane", f"{self.lane!r} is not a lane (use {' or '.join(LANES)})")
         for name, value in (("parameters", self.parameters), ("metadata", self.metadata)):
             try:
                 encoded = json.dumps(value)
@@ -169,6 +177,7 @@ class JobSpec:
             "metadata": self.metadata,
             "max_retries": self.max_retries,
             "created_at": self.created_at,
+            "lane": self.lane,
         }
 
     @classmethod
@@ -192,9 +201,17 @@ class JobSpec:
             metadata=data.get("metadata") or {},
             max_retries=data.get("max_retries"),
             created_at=float(data.get("created_at") or time.time()),
+            lane=data.get("lane") or "interactive",
         )
         spec.validate()
         return spec
+
+
+def _lane(value: Any, field_name: str) -> str:
+    try:
+        return parse_lane(value, field_name)
+    except LaneError as exc:
+        raise JobValidationError(field_name, str(exc).split(": ", 1)[1]) from None
 
 
 def _parse_targets(targets: Any) -> List[Target]:

@@ -18,6 +18,7 @@ import time
 from typing import Any, Set
 
 from .keys import TASK_NAME
+from .lanes import route
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +75,17 @@ class LeaseKeeper:
             spec = job["spec"]
             targets = spec.get("targets") or []
             index = min(job["target_index"], max(0, len(targets) - 1))
-            provider = targets[index].split(":", 1)[0] if targets else "mock"
+            options = route(self.runtime.keys, spec, index)  # back into its own lane
             logger.warning(
                 "job %s: worker stopped checking in while %s; re-queued on %s",
-                job["id"], job["status"], provider,
+                job["id"], job["status"], options["queue"],
             )
             self.runtime.app.send_task(
                 TASK_NAME,
                 args=(job["id"], spec),
                 kwargs={"target_index": index, "attempt": job["attempt"], "token": job["token"]},
-                queue=self.runtime.keys.queue(provider),
                 task_id=job["id"],
+                **options,
             )
             store.release(job["id"], job["token"])
         return len(claimed)

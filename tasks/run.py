@@ -29,6 +29,7 @@ from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
 from .keys import TASK_NAME
+from .lanes import priority_of, route
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token
 
@@ -248,6 +249,7 @@ class JobRun:
             kwargs={"target_index": self.target_index, "attempt": self.attempt + 1, "token": token},
             countdown=delay_s,
             max_retries=None,
+            priority=priority_of(self.spec),  # a retry stays in its lane
         )
 
     def _failover(self, error: ProviderError) -> Dict[str, Any]:
@@ -267,8 +269,8 @@ class JobRun:
             TASK_NAME,
             args=(self.job_id, self.spec),
             kwargs={"target_index": next_index, "attempt": 1, "token": token},
-            queue=self.rt.keys.queue(next_provider),
             task_id=self.job_id,
+            **route(self.rt.keys, self.spec, next_index),  # same lane on the next queue
         )
         self.rt.store.release(self.job_id, token)
         self.rt.observer.failed_over(self.provider_name, next_provider)

@@ -46,10 +46,12 @@ def batch() -> None:
 @click.option("--batch-id", help="Use this id; give an earlier one to resume an interrupted submission.")
 @click.option("--skip-invalid", is_flag=True, help="Submit the valid lines even if some are bad (they are still listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--priority", type=click.Choice(["batch", "interactive"], case_sensitive=False), default="batch",
+              show_default=True, help="Lane of every job: workers take interactive jobs first.")
 @pass_state
 @redis_errors
 def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: str, batch_id: Optional[str],
-           skip_invalid: bool, quiet: bool) -> None:
+           skip_invalid: bool, quiet: bool, priority: str) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
     from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
     from promptq.tasks.job import JobValidationError
@@ -66,7 +68,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
     def validated(bid: str, lines: int) -> None:
         nonlocal task_id
         _echo(f"batch {bid}: submitting {lines} line(s) from {name}")
-        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid)}")
+        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, priority)}")
         if progress is not None:
             progress.start()
             task_id = progress.add_task("submitting", total=lines)
@@ -80,6 +82,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         submission = submit_batch(
             state.client, source, targets=list(targets), batch_id=batch_id, skip_invalid=skip_invalid,
             default_provider=default_provider, source=name, on_progress=advanced, on_validated=validated,
+            priority=priority,
         )
     except BatchInputError as exc:
         for line in exc.invalid:
@@ -92,7 +95,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         fail(str(exc), EXIT_JOB_FAILED)
     except KeyboardInterrupt:
         bid = batch_id or "<the id printed above>"
-        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid)}", 130)
+        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, priority)}", 130)
     finally:
         if progress is not None:
             progress.stop()
@@ -273,12 +276,14 @@ def _summary(info: Dict[str, Any]) -> str:
 
 
 def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, batch_id: str,
-                    skip_invalid: bool) -> str:
+                    skip_invalid: bool, priority: str = "batch") -> str:
     args = ["promptq", "batch", "submit", file, *[a for t in targets for a in ("--to", t)]]
     if default_provider != "openai":
         args += ["--default-provider", default_provider]
     if skip_invalid:
         args.append("--skip-invalid")
+    if priority.lower() != "batch":
+        args += ["--priority", priority.lower()]
     return shlex.join(args + ["--batch-id", batch_id])
 
 
