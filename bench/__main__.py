@@ -13,7 +13,12 @@ assertion (the exit status is non-zero only when a case could not run).
 
 Cases: overhead (1), concurrency (2), streaming (3), batch (4), memory (5),
 peer (6: litellm, when installed), batch_e2e (7: a 10,000-line batch submitted
-and finished on the mock provider).
+and finished on the mock provider), and the capacity cases against a fake
+that enforces OpenAI's rate limits: ratelimit (8: 1,200 jobs at 600 rpm, both
+burst models, goodput), backlog (9: 100,000 queued jobs at 60 rpm, memory
+over time), spill (10: two targets at 600 + 300 rpm), interactive (11: time
+to start an interactive job behind a 20,000-line batch). The default run
+(no --only) includes them: about 15 more minutes; --quick about 5.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
-CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e"]
+CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e",
+         "ratelimit", "backlog", "spill", "interactive"]
 
 
 @dataclass
