@@ -61,3 +61,17 @@ def test_metrics_count_requests_errors_retries_and_queue_depth(redis_server, cli
     assert sample(text, "promptq_provider_latency_seconds_count", provider="openai") == 2
     assert sample(text, "promptq_queue_depth", queue="promptq.ollama") >= 1
     assert 'promptq_circuit_state{provider="openai"} 0.0' in text
+
+
+def test_queue_depth_counts_both_lanes(redis_server, client):
+    from promptq.workers.metrics import RedisStateCollector
+
+    client.redis.flushall()
+    client.submit("now", to=["ollama:llama3.2"])
+    client.submit("later", to=["ollama:llama3.2"], priority="batch")
+    client.submit("later too", to=["ollama:llama3.2"], priority="batch")
+    collector = RedisStateCollector(client.settings)
+    depth = {s.labels["queue"]: s.value for family in collector.collect() if family.name == "promptq_queue_depth"
+             for s in family.samples}
+    client.redis.flushall()
+    assert depth["promptq.ollama"] == 3 and depth["promptq.openai"] == 0
