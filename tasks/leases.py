@@ -75,17 +75,17 @@ class LeaseKeeper:
             spec = job["spec"]
             targets = spec.get("targets") or []
             index = min(job["target_index"], max(0, len(targets) - 1))
-            options = route(self.runtime.keys, spec, index)  # back into its own lane
+            provider = targets[index].split(":", 1)[0] if targets else "mock"
             logger.warning(
                 "job %s: worker stopped checking in while %s; re-queued on %s",
-                job["id"], job["status"], options["queue"],
+                job["id"], job["status"], provider,
             )
             self.runtime.app.send_task(
                 TASK_NAME,
                 args=(job["id"], spec),
                 kwargs={"target_index": index, "attempt": job["attempt"], "token": job["token"]},
                 task_id=job["id"],
-                **options,
+                **route(self.runtime.keys, spec, index),  # its queue, in its own lane
             )
             store.release(job["id"], job["token"])
         return len(claimed)
