@@ -10,7 +10,7 @@ import pytest
 from kombu.transport.redis import Channel
 
 from promptq.tasks.app import create_app
-from promptq.tasks.batch import submit_batch
+from promptq.tasks.batch import batch_status, submit_batch
 from promptq.tasks.job import JobSpec, JobValidationError
 from promptq.tasks.lanes import PRIORITY_STEPS, list_key, parse_lane, route
 from promptq.tasks.leases import LeaseKeeper
@@ -74,6 +74,7 @@ def test_batches_default_to_the_batch_lane_and_can_choose(client, redis_client, 
     submit_batch(client, lines, targets=["mock:m"], batch_id="b-lane")
     assert redis_client.llen(BATCH_LIST) == 3 and redis_client.llen("promptq.mock") == 0
     assert {m["args"][1]["lane"] for m in queue_messages(BATCH_LIST)} == {"batch"}
+    assert batch_status(client, "b-lane")["lane"] == "batch"
     submit_batch(client, lines, targets=["mock:m"], batch_id="b-urgent", priority="interactive")
     assert redis_client.llen("promptq.mock") == 3
     with pytest.raises(JobValidationError, match="priority"):
