@@ -57,9 +57,13 @@ class ProviderResult:
     usage: Usage = field(default_factory=Usage)
     finish_reason: Optional[str] = None
     latency_s: float = 0.0
+    #: The response's rate-limit headers (providers.rate_limit_info), for the
+    #: queue's pacing; not part of the job's result.
+    rate_limit_headers: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
+        data.pop("rate_limit_headers", None)
         data["usage"] = self.usage.to_dict()
         return data
 

@@ -22,6 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from .base import LLMProvider, Message, ProviderResult, ProviderStream, resolve_setting, timed
 from .error_handling import ErrorClassifier, malformed, map_request_errors
+from .rate_limit_info import rate_limit_headers
 from .streaming_utils import StreamParser, stream_result
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -146,7 +147,9 @@ class HTTPProvider(LLMProvider):
         payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
         elapsed_s = timed()
         response = self.post(self.request_path, payload)
-        return self.parse_response(self.json_body(response), model, elapsed_s())
+        result = self.parse_response(self.json_body(response), model, elapsed_s())
+        result.rate_limit_headers = rate_limit_headers(response.headers)
+        return result
 
     def stream(
         self,
@@ -166,7 +169,11 @@ class HTTPProvider(LLMProvider):
     def _stream(self, payload: Dict[str, Any], model: str) -> Generator[str, None, ProviderResult]:
         elapsed_s = timed()
         response = self.post(self.request_path, payload, stream=True)
-        return (yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s))
+        headers = rate_limit_headers(response.headers)
+        result = yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s)
+        if result is not None:
+            result.rate_limit_headers = headers
+        return result
 
     def close(self) -> None:
         self.session.close()

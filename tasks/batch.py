@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from .batch_input import BatchLine, InvalidLine, Source, iter_batch, parse_targets, source_name
 from .batch_results import BatchNotFinished, BatchNotFound, batch_status, iter_results, result_line, submission_stalled
 from .batch_submit import CHUNK_LINES, BatchBusyError, BulkSubmitter
-from .job import JobValidationError, Target
+from .job import JobSpec, JobValidationError, Target
 from .lanes import BATCH, LaneError, parse_lane
 
 __all__ = [
@@ -95,6 +95,8 @@ def submit_batch(
     on_validated: Optional[Callable[[str, int], None]] = None,
     chunk_lines: int = CHUNK_LINES,
     priority: str = BATCH,
+    spill: bool = False,
+    rate_limit_deadline_s: Optional[float] = None,
 ) -> BatchSubmission:
     """Validate the whole input, then enqueue every valid line as one job of the batch.
 
@@ -104,15 +106,23 @@ def submit_batch(
     `on_validated(batch_id, lines)` runs once the file passed, before
     anything is sent; `on_progress(lines_done, lines, sent)` after each chunk.
     `priority` is the lane of every job: "batch" (default: workers take an
-    interactive job first) or "interactive".
+    interactive job first) or "interactive". `spill` and
+    `rate_limit_deadline_s` apply to every line (see JobSpec).
     """
-    targets = parse_targets(targets or [])
-    default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
-    batch_id = new_batch_id() if batch_id is None else check_batch_id(batch_id)
     try:
         lane = parse_lane(priority, "priority")
     except LaneError as exc:
         raise JobValidationError("priority", str(exc).split(": ", 1)[1]) from None
+    line_defaults: Dict[str, Any] = {"lane": lane}
+    if spill:
+        line_defaults["spill"] = True
+    if rate_limit_deadline_s is not None:
+        line_defaults["rate_limit_deadline_s"] = rate_limit_deadline_s
+    # Checked once, as a job would check them, before anything is read.
+    JobSpec(id="x", targets=[Target("mock", "m")], prompt="x", **line_defaults).validate()
+    targets = parse_targets(targets or [])
+    default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
+    batch_id = new_batch_id() if batch_id is None else check_batch_id(batch_id)
     if not isinstance(lines_or_path, (str, Path, list, tuple)):
         lines_or_path = list(lines_or_path)  # read twice below: validate, then send
     name = source or source_name(lines_or_path)
@@ -128,7 +138,7 @@ def submit_batch(
     if on_validated:
         on_validated(batch_id, valid)
 
-    submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines, lane=lane)
+    submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines, line_defaults=line_defaults)
     submitter.claim()
     done = sent_total = 0
 

@@ -40,7 +40,7 @@ from celery.utils.nodenames import anon_nodename
 
 from .batch_input import BatchLine
 from .keys import TASK_NAME
-from .lanes import BATCH, list_key, priority_of
+from .lanes import lane_of, list_key, priority_of
 from .store import new_token
 
 #: Lines per pipeline round: big enough to amortise the round trip, small
@@ -87,10 +87,11 @@ class MessageBuilder:
             for name in set(queues):
                 producer.maybe_declare(self.amqp.queues[name])
 
-    def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str) -> str:
+    def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str, *,
+                 target_index: int = 0, attempt: int = 1) -> str:
         """The message for `queue`; LPUSH it onto `lanes.list_key(queue, lane_of(spec))`."""
         args = (job_id, spec)
-        kwargs = {"target_index": 0, "attempt": 1, "token": token}
+        kwargs = {"target_index": target_index, "attempt": attempt, "token": token}
         headers, properties, body, _ = self.amqp.as_task_v2(
             job_id, TASK_NAME, args=args, kwargs=kwargs, origin=self.origin, reply_to=self.reply_to,
             ignore_result=None,
@@ -125,7 +126,8 @@ class MessageBuilder:
 class BulkSubmitter:
     """Submits the valid lines of one batch, chunk by chunk."""
 
-    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES, lane: str = BATCH):
+    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES,
+                 line_defaults: Optional[Dict[str, Any]] = None):
         self.client = client
         self.redis = client.redis
         self.store = client.store
@@ -134,7 +136,7 @@ class BulkSubmitter:
         self.batch_key = self.keys.batch(batch_id)
         self.list_key = self.keys.batch_jobs(batch_id)
         self.chunk_lines = chunk_lines
-        self.lane = lane
+        self.line_defaults = dict(line_defaults or {})
         self.messages = MessageBuilder(client.app)
         self.owner = new_token()
         self._claim = self.redis.register_script(_CLAIM)
@@ -184,7 +186,8 @@ class BulkSubmitter:
         specs, tokens = [], []
         for line in chunk:
             spec = line.spec  # each line's spec is fresh from parsing: fill it in place
-            spec.update(id=job_id(line.custom_id), batch_id=self.batch_id, created_at=now, lane=self.lane)
+            spec.update(self.line_defaults)
+            spec.update(id=job_id(line.custom_id), batch_id=self.batch_id, created_at=now)
             specs.append(spec)
             tokens.append(new_token())
         deadline_s = self.client.settings.lease_ttl_s
@@ -204,7 +207,7 @@ class BulkSubmitter:
             self._declare(queues)
             pipe = self.redis.pipeline(transaction=False)
             for (spec, token), queue in zip(fresh, queues):
-                pipe.lpush(list_key(queue, self.lane), self.messages.envelope(spec["id"], spec, token, queue))
+                pipe.lpush(list_key(queue, lane_of(spec)), self.messages.envelope(spec["id"], spec, token, queue))
             # After every LPUSH (a pipeline runs in order): out of inflight
             # only once the broker holds the message.
             for spec, token in fresh:

@@ -78,6 +78,11 @@ class JobSpec:
     created_at: float = 0.0
     #: "interactive" (default) or "batch": which priority lane (tasks.lanes).
     lane: str = "interactive"
+    #: Capacity (issue 8): how long this job may wait for a rate limit before
+    #: it fails with `rate_limited` (None = the worker's setting, 24 h), and
+    #: whether it may spill to its next target when the current one has no room.
+    rate_limit_deadline_s: Optional[float] = None
+    spill: bool = False
 
     @classmethod
     def create(
@@ -96,6 +101,8 @@ class JobSpec:
         job_id: Optional[str] = None,
         max_prompt_chars: int = 1_000_000,
         lane: Optional[str] = None,
+        rate_limit_deadline_s: Optional[float] = None,
+        spill: bool = False,
     ) -> "JobSpec":
         spec = cls(
             id=job_id or uuid.uuid4().hex,
@@ -114,6 +121,8 @@ class JobSpec:
             max_retries=max_retries,
             created_at=time.time(),
             lane=_lane(lane, "priority"),
+            rate_limit_deadline_s=rate_limit_deadline_s,
+            spill=spill,
         )
         spec.validate(max_prompt_chars=max_prompt_chars)
         return spec
@@ -155,6 +164,13 @@ class JobSpec:
             raise JobValidationError("max_retries", "must be an integer from 0 to 100")
         if self.lane not in LANES:
             raise JobValidationError("lane", f"{self.lane!r} is not a lane (use {' or '.join(LANES)})")
+        if self.rate_limit_deadline_s is not None and (
+            isinstance(self.rate_limit_deadline_s, bool) or not isinstance(self.rate_limit_deadline_s, (int, float))
+            or not 0 < self.rate_limit_deadline_s <= 30 * 24 * 3600
+        ):
+            raise JobValidationError("rate_limit_deadline_s", "must be a number of seconds above 0, at most 30 days")
+        if not isinstance(self.spill, bool):
+            raise JobValidationError("spill", "must be true or false")
         for name, value in (("parameters", self.parameters), ("metadata", self.metadata)):
             try:
                 encoded = json.dumps(value)
@@ -178,6 +194,9 @@ class JobSpec:
             "max_retries": self.max_retries,
             "created_at": self.created_at,
             "lane": self.lane,
+            # Only when set: most jobs carry neither, and the record stays as it was.
+            **({"rate_limit_deadline_s": self.rate_limit_deadline_s} if self.rate_limit_deadline_s is not None else {}),
+            **({"spill": True} if self.spill else {}),
         }
 
     @classmethod
@@ -202,6 +221,8 @@ class JobSpec:
             max_retries=data.get("max_retries"),
             created_at=float(data.get("created_at") or time.time()),
             lane=data.get("lane") or "interactive",
+            rate_limit_deadline_s=data.get("rate_limit_deadline_s"),
+            spill=data.get("spill", False),
         )
         spec.validate()
         return spec

@@ -2,13 +2,18 @@
 
     run_job(job_id, spec, target_index, attempt, token)
       │ token stale / job finished ─────────────────────────▶ dropped (no provider call)
-      │ circuit open ───────────────────────────────┐
+      │ circuit open (per provider:model) ──────────┐
+      │ no budget (tasks.limiter) ──▶ waiting in Redis (tasks.deferral), no attempt spent
       ▼                                             │
-    provider call ──▶ success ──▶ record result, `done` event
+    provider call ──▶ success ──▶ record result, `done` event, pacing learns
       │ ProviderError                               │
-      ├─ retryable, attempts left ──▶ self.retry(countdown=retry_after, capped, jittered)
+      ├─ 429 ──▶ everyone pauses (tasks.pacing); waiting in Redis, no retry spent, no circuit
+      ├─ retryable, retries left ──▶ waiting in Redis for the backoff (retry_after, capped, jittered)
       ├─ otherwise, a next target ◀─────────────────┘──▶ same job id, next provider's queue
       └─ no target left ──▶ failed, every attempt recorded, dead-letter list
+
+Waiting for capacity ends at the job's deadline (`rate_limited`), never
+by spending `max_retries`, which counts real failures only.
 
 Before any move the record gets a fresh token, then the message is sent: so
 exactly one message for a job is ever runnable (see tasks.store).
@@ -17,6 +22,7 @@ exactly one message for a job is ever runnable (see tasks.store).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any, Dict, List, Optional
 
@@ -28,8 +34,10 @@ from promptq.providers.backoff import retry_delay_s
 from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
+from .capacity import CapacityGate
 from .keys import TASK_NAME
-from .lanes import priority_of, route
+from .lanes import route
+from .limits import scope_key
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token
 
@@ -107,6 +115,9 @@ class JobRun:
         self.streamed_any = False
         provider, _, model = (self.targets[target_index] if target_index < len(self.targets) else ":").partition(":")
         self.provider_name, self.model = provider, model
+        # Circuits, budgets and pacing are per endpoint: one failing (or busy)
+        # model must not hold back its siblings behind the same provider.
+        self.endpoint = scope_key(provider, model)
 
     # --- the whole story ----------------------------------------------------
 
@@ -118,11 +129,18 @@ class JobRun:
             logger.info("job %s: delivery dropped (%s)", self.job_id, verdict)
             raise Ignore()
         self.rt.leases.add(self.job_id)
-        started = time.monotonic()
         try:
+            if not self.rt.health.allow_request(self.endpoint):
+                return self._handle_error(self.rt.health.circuit_open_error(self.endpoint), 0.0)
+            self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model)
+            admission = self.gate.admit()
+            if not admission.granted:
+                return self._wait(admission.wait_s, reason=admission.reason)
+            started = time.monotonic()
             try:
                 result = self._call()
             except JobCancelled:
+                self.rt.limiter.settle(admission, None, self.endpoint)
                 return self._finish_cancelled()
             except ProviderError as exc:
                 error = exc
@@ -135,7 +153,8 @@ class JobRun:
                     retryable=False,
                 )
             else:
-                return self._succeed(result, time.monotonic() - started)
+                return self._succeed(result, time.monotonic() - started, admission)
+            self.rt.limiter.settle(admission, None, self.endpoint)
             return self._handle_error(error, time.monotonic() - started)
         finally:
             self.rt.leases.discard(self.job_id)
@@ -143,8 +162,6 @@ class JobRun:
     # --- the call -------------------------------------------------------------
 
     def _call(self) -> ProviderResult:
-        if not self.rt.health.allow_request(self.provider_name):
-            raise self.rt.health.circuit_open_error(self.provider_name)
         provider = self.rt.provider(self.provider_name)
         args = dict(
             model=self.model,
@@ -183,11 +200,17 @@ class JobRun:
 
     # --- outcomes ---------------------------------------------------------------
 
-    def _succeed(self, result: ProviderResult, elapsed_s: float) -> Dict[str, Any]:
+    def _succeed(self, result: ProviderResult, elapsed_s: float, admission: Any = None) -> Dict[str, Any]:
         # One round trip: health, attempt, record and `done` event, in that order.
         pipe = self.rt.redis.pipeline(transaction=False)
-        self.rt.health.record_success(self.provider_name, result.latency_s or elapsed_s, pipe=pipe)
+        self.rt.health.record_success(self.endpoint, result.latency_s or elapsed_s, pipe=pipe)
         usage = result.usage.to_dict()
+        # Budgets settled with the real usage, and the headers taught to pacing,
+        # in the same round trip.
+        if admission is not None:
+            self.rt.limiter.settle(admission, usage.get("total_tokens"), self.endpoint, pipe=pipe)
+        self.rt.pacer.observe(self.endpoint, result.rate_limit_headers, rate_limited=False,
+                              tokens=usage.get("total_tokens") or 0, pipe=pipe)
         self.rt.observer.request_finished(self.provider_name, ok=True, latency_s=elapsed_s, usage=usage)
         payload = result.to_dict()
         payload["target"] = f"{self.provider_name}:{self.model}"
@@ -199,8 +222,8 @@ class JobRun:
             model=result.model, finish_reason=result.finish_reason,
         )
         health, *replies = execute_scripts(self.rt.redis, pipe)
-        self.rt.health.success_recorded(self.provider_name, health)  # logged, never raised
-        for reply in replies:
+        self.rt.health.success_recorded(self.endpoint, health)  # logged, never raised
+        for reply in replies[2 if admission is not None else 1:]:  # settle/pacing never fail a success
             if isinstance(reply, Exception):
                 raise reply
         self.rt.observer.job_finished("succeeded")
@@ -208,24 +231,37 @@ class JobRun:
 
     def _handle_error(self, error: ProviderError, elapsed_s: float) -> Dict[str, Any]:
         circuit_open = error.error_type == "circuit_open"
+        # A 429 says "wait", not "broken": it pauses every worker on this
+        # endpoint (tasks.pacing) and the job waits without spending a retry.
+        rate_limited = error.category is ErrorCategory.RATE_LIMIT and not circuit_open
         # A worker without the provider's key must not open the circuit that
         # every other, correctly configured, worker shares.
         if error.error_type not in ("circuit_open", "missing_key"):
-            self.rt.health.record_failure(self.provider_name, error)
+            self.rt.health.record_failure(self.endpoint, error)
             self.rt.observer.request_finished(
                 self.provider_name, ok=False, latency_s=elapsed_s, category=error.category.value
             )
+        pause_s = 0.0
+        if rate_limited:
+            pause_s = self.rt.pacer.observe(self.endpoint, error.rate_limit_headers, rate_limited=True,
+                                            retry_after_s=error.retry_after)
         self.rt.store.add_attempt(self.job_id, self._attempt_record(elapsed_s, outcome="error", error=error.to_dict()))
         if self.streamed_any:
             self._emit("reset", store=True, reason=str(error))
         logger.warning("job %s: %s attempt %d failed: %s", self.job_id, self.targets[self.target_index], self.attempt, error)
 
+        if rate_limited:
+            wait_s = max(pause_s, error.retry_after or 0.0, 0.05)
+            return self._wait(wait_s, reason="rate_limited", error=error, next_attempt=self.attempt + 1)
         has_next = self.target_index + 1 < len(self.targets)
         limit = self.spec.get("max_retries")
         limit = self.rt.settings.max_retries if limit is None else limit
+        # max_retries counts real failures: attempts that ended in a 429 are not.
+        waits = self.rt.redis.hget(self.rt.keys.job(self.job_id), f"rl_waits:{self.target_index}")
+        failures = self.attempt - int(waits or 0)
         # An open circuit on the last target is worth waiting out; elsewhere
         # the next target answers sooner.
-        wants_retry = (error.retryable and self.attempt <= limit) or (circuit_open and not has_next and self.attempt <= limit)
+        wants_retry = (error.retryable and failures <= limit) or (circuit_open and not has_next and failures <= limit)
         if wants_retry:
             return self._retry(error)
         if has_next:
@@ -233,26 +269,50 @@ class JobRun:
         return self._fail(error)
 
     def _retry(self, error: ProviderError) -> Dict[str, Any]:
+        # Waits in Redis (tasks.deferral), not as a Celery ETA message in a worker.
         delay_s = retry_delay_s(error, self.attempt, cap_s=self.rt.settings.retry_cap_s)
-        token = new_token()
-        moved = self.rt.store.move(
-            self.job_id, self.token, token, status=JobStatus.RETRYING, target_index=self.target_index,
-            attempt=self.attempt + 1, deadline=time.time() + delay_s + self.rt.settings.retry_grace_s,
-            batch_id=self.batch_id, counter="retried",
+        since = self.rt.deferrer.defer(
+            self.job_id, self.token, due=time.time() + delay_s, status=JobStatus.RETRYING.value,
+            target_index=self.target_index, attempt=self.attempt + 1, batch_id=self.batch_id, counter="retried",
+            reason=error.category.value, endpoint=self.endpoint,
         )
-        if not moved:
+        if since is None:
             raise Ignore()  # another delivery owns the job now
         self._emit("retry", store=self.stream, error=error.to_dict(), delay_s=round(delay_s, 3))
         self.rt.observer.retried(self.provider_name, delay_s)
-        raise self.task.retry(
-            args=(self.job_id, self.spec),
-            kwargs={"target_index": self.target_index, "attempt": self.attempt + 1, "token": token},
-            countdown=delay_s,
-            max_retries=None,
-            priority=priority_of(self.spec),  # a retry stays in its lane
-        )
+        return {"outcome": "retry", "delay_s": delay_s}
 
-    def _failover(self, error: ProviderError) -> Dict[str, Any]:
+    def _wait(self, wait_s: float, *, reason: str, error: Optional[ProviderError] = None,
+              next_attempt: Optional[int] = None) -> Dict[str, Any]:
+        """Wait for capacity in Redis: no retry spent, until the job's deadline."""
+        has_next = self.target_index + 1 < len(self.targets)
+        if self.gate_for().deadline_passed(wait_s):
+            why = self.gate_for().rate_limited_error("still no capacity at the job's rate_limit_deadline_s")
+            return self._failover(why) if has_next else self._fail(why, reason="rate_limited")
+        if self.gate_for().should_spill(self.rt.keys.job(self.job_id), self.target_index, has_next, wait_s):
+            return self._failover(error or self.gate_for().rate_limited_error(f"no capacity ({reason})"), spill=True)
+        # A little jitter, so jobs that were told the same time do not return as a herd.
+        due = time.time() + wait_s + random.uniform(0.0, min(0.25, wait_s * 0.1))
+        since = self.rt.deferrer.defer(
+            self.job_id, self.token, due=due, status=JobStatus.WAITING.value, target_index=self.target_index,
+            attempt=next_attempt or self.attempt, batch_id=self.batch_id, rate_limited=error is not None,
+            counter="rate_limited" if error is not None else "",
+            reason=reason, endpoint=self.endpoint,
+        )
+        if since is None:
+            raise Ignore()
+        if error is not None:
+            self._emit("retry", store=self.stream, error=error.to_dict(), delay_s=round(wait_s, 3))
+        self.rt.observer.waited(self.endpoint, reason, wait_s)
+        return {"outcome": "waiting", "reason": reason, "delay_s": wait_s}
+
+    def gate_for(self) -> CapacityGate:
+        gate = getattr(self, "gate", None)
+        if gate is None:
+            gate = self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model)
+        return gate
+
+    def _failover(self, error: ProviderError, spill: bool = False) -> Dict[str, Any]:
         next_index = self.target_index + 1
         next_target = self.targets[next_index]
         next_provider = next_target.split(":", 1)[0]
@@ -260,11 +320,13 @@ class JobRun:
         moved = self.rt.store.move(
             self.job_id, self.token, token, status=JobStatus.QUEUED, target_index=next_index, attempt=1,
             # Stays in inflight until the message is sent, so a crash here is recovered.
-            deadline=time.time() + self.rt.settings.lease_ttl_s, batch_id=self.batch_id, counter="failed_over",
+            deadline=time.time() + self.rt.settings.lease_ttl_s, batch_id=self.batch_id,
+            counter="spilled" if spill else "failed_over",
         )
         if not moved:
             raise Ignore()
-        self._emit("failover", store=self.stream, error=error.to_dict(), to=next_target)
+        # A spill is not a failure: the job moved to a target with room.
+        self._emit("spill" if spill else "failover", store=self.stream, error=error.to_dict(), to=next_target)
         self.rt.app.send_task(
             TASK_NAME,
             args=(self.job_id, self.spec),
@@ -274,14 +336,16 @@ class JobRun:
         )
         self.rt.store.release(self.job_id, token)
         self.rt.observer.failed_over(self.provider_name, next_provider)
-        return {"outcome": "failover", "from": self.targets[self.target_index], "to": next_target}
+        return {"outcome": "spill" if spill else "failover", "from": self.targets[self.target_index], "to": next_target}
 
-    def _fail(self, error: ProviderError) -> Dict[str, Any]:
+    def _fail(self, error: ProviderError, reason: Optional[str] = None) -> Dict[str, Any]:
         summary = {
             "message": f"all {len(self.targets)} target(s) failed; last: {error}",
             "category": error.category.value,
             "last_error": error.to_dict(),
         }
+        if reason:
+            summary["reason"] = reason
         pipe = self.rt.redis.pipeline(transaction=False)
         self.rt.store.finish(self.job_id, status=JobStatus.FAILED, payload=summary, batch_id=self.batch_id, token=self.token, pipe=pipe)
         pipe.lpush(self.rt.keys.dead_letter, self.job_id)

@@ -29,6 +29,8 @@ class JobStatus(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    #: Waiting for capacity (a rate limit), in the deferred set (tasks.deferral).
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -156,6 +158,7 @@ redis.call('EXPIRE', KEYS[5], ttl)
 if ARGV[7] == '1' then
   if st == 'running' then redis.call('HINCRBY', KEYS[3], 'running', -1)
   elseif st == 'retrying' then redis.call('HINCRBY', KEYS[3], 'waiting', -1)
+  elseif st == 'waiting' then redis.call('HINCRBY', KEYS[3], 'capacity', -1)
   else redis.call('HINCRBY', KEYS[3], 'queued', -1) end
   redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
   redis.call('HINCRBY', KEYS[3], 'input_tokens', tonumber(ARGV[8]) or 0)
@@ -172,7 +175,7 @@ return 1
 _CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
-if st == 'queued' or st == 'retrying' then
+if st == 'queued' or st == 'retrying' or st == 'waiting' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'token', '', 'finished_at', ARGV[1], 'updated_at', ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
   local ttl = tonumber(ARGV[4])
@@ -180,7 +183,7 @@ if st == 'queued' or st == 'retrying' then
   redis.call('EXPIRE', KEYS[4], ttl)
   redis.call('EXPIRE', KEYS[5], ttl)
   if ARGV[3] == '1' then
-    redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or 'waiting', -1)
+    redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or (st == 'waiting' and 'capacity' or 'waiting'), -1)
     redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
     redis.call('EXPIRE', KEYS[3], ttl * 2)
     redis.call('EXPIRE', KEYS[3] .. ':jobs', ttl * 2)

@@ -27,8 +27,9 @@ from .context import EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, EXI
 
 #: `batch status` rows: (counter, label).
 ROWS = (("total", "total"), ("queued", "queued"), ("running", "running"), ("waiting", "waiting (retry)"),
-        ("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "cancelled"), ("retried", "retried"),
-        ("failed_over", "failed over"), ("recovered", "recovered"))
+        ("capacity", "waiting for capacity"), ("succeeded", "succeeded"), ("failed", "failed"),
+        ("cancelled", "cancelled"), ("retried", "retried"), ("rate_limited", "rate-limited (waited)"),
+        ("failed_over", "failed over"), ("spilled", "spilled"), ("recovered", "recovered"))
 
 
 @click.group()
@@ -48,10 +49,15 @@ def batch() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--priority", type=click.Choice(["batch", "interactive"], case_sensitive=False), default="batch",
               show_default=True, help="Lane of every job: workers take interactive jobs first.")
+@click.option("--spill", is_flag=True,
+              help="A line whose target has had no capacity for a while moves to its next target (not a failure).")
+@click.option("--rate-limit-deadline", "rate_limit_deadline_s", type=float, metavar="SECONDS",
+              help="How long a line may wait for a rate limit before it fails as rate_limited (default 24 h).")
 @pass_state
 @redis_errors
 def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: str, batch_id: Optional[str],
-           skip_invalid: bool, quiet: bool, priority: str) -> None:
+           skip_invalid: bool, quiet: bool, priority: str = "batch", spill: bool = False,
+           rate_limit_deadline_s: Optional[float] = None) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
     from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
     from promptq.tasks.job import JobValidationError
@@ -83,6 +89,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
             state.client, source, targets=list(targets), batch_id=batch_id, skip_invalid=skip_invalid,
             default_provider=default_provider, source=name, on_progress=advanced, on_validated=validated,
             priority=priority,
+            spill=spill, rate_limit_deadline_s=rate_limit_deadline_s,
         )
     except BatchInputError as exc:
         for line in exc.invalid:
