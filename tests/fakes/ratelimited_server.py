@@ -17,8 +17,12 @@ What OpenAI does, and so this fake (platform.openai.com/docs/guides/rate-limits)
   admission, as OpenAI does, not corrected afterwards.
 * Every response, success or 429, carries ``x-ratelimit-limit-requests``,
   ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` and the
-  same for ``-tokens``; a reset is the time until the bucket is full again,
-  written as a Go duration (``20ms``, ``1s``, ``1.5s``, ``6m0s``).
+  same for ``-tokens``; a reset is the time until the budget is full again,
+  written as a Go duration (``20ms``, ``1s``, ``1.5s``, ``6m0s``). The
+  headers always speak of the minute (limit 600, remaining 599, reset 100ms,
+  as OpenAI's do), whatever bucket is enforced: with the one-second burst a
+  client that trusts "remaining 590" and bursts still collects 429s, which
+  is the trap a real quantized limit sets.
 * A request over budget gets 429 with ``retry-after-ms`` and ``Retry-After``
   (whole seconds, rounded up) saying when it would be admitted, and the
   ``rate_limit_exceeded`` body ("Rate limit reached for ... on requests per
@@ -114,6 +118,9 @@ class RateLimitedOpenAI(FakeOpenAI):
             # Never below one request's worth: 30 rpm still admits a request.
             self.requests_bucket = TokenBucket(self.rpm, max(1.0, self.rpm * share), now)
             self.tokens_bucket = TokenBucket(self.tpm, max(1.0, self.tpm * share), now)
+            # What the headers report: the minute's budget, drawn alongside.
+            self.requests_view = TokenBucket(self.rpm, self.rpm, now)
+            self.tokens_view = TokenBucket(self.tpm, self.tpm, now)
             self.counts: Dict[str, Any] = {"requests": 0, "admitted": 0, "rate_limited": 0,
                                            "rate_limited_requests": 0, "rate_limited_tokens": 0,
                                            "in_flight": 0, "in_flight_peak": 0, "tokens_admitted": 0}
@@ -139,23 +146,26 @@ class RateLimitedOpenAI(FakeOpenAI):
             now = self.clock()
             self.counts["requests"] += 1
             req, tok = self.requests_bucket, self.tokens_bucket
-            req.refill(now)
-            tok.refill(now)
+            for bucket in (req, tok, self.requests_view, self.tokens_view):
+                bucket.refill(now)
             for kind, bucket, cost in (("requests", req, 1), ("tokens", tok, cost_tokens)):
                 wait = bucket.wait_s(cost)
                 if wait > 0:
                     self.counts["rate_limited"] += 1
                     self.counts[f"rate_limited_{kind}"] += 1
-                    return {"kind": kind, "wait_s": wait, "cost": cost, "bucket": bucket,
-                            "headers": self._headers()}
+                    view = self.requests_view if kind == "requests" else self.tokens_view
+                    return {"kind": kind, "wait_s": wait, "cost": cost, "limit": int(view.limit),
+                            "used": max(0, int(view.limit) - view.remaining()), "headers": self._headers()}
             req.level -= 1
             tok.level -= cost_tokens
+            self.requests_view.level -= 1
+            self.tokens_view.level -= cost_tokens
             self.counts["admitted"] += 1
             self.counts["tokens_admitted"] += cost_tokens
             return None
 
     def _headers(self) -> Dict[str, str]:
-        req, tok = self.requests_bucket, self.tokens_bucket
+        req, tok = self.requests_view, self.tokens_view
         return {
             "x-ratelimit-limit-requests": str(int(req.limit)),
             "x-ratelimit-remaining-requests": str(req.remaining()),
@@ -166,12 +176,10 @@ class RateLimitedOpenAI(FakeOpenAI):
         }
 
     def refusal(self, model: str, denied: Dict[str, Any]) -> Reply:
-        bucket, kind = denied["bucket"], denied["kind"]
-        wait = denied["wait_s"]
+        kind, wait = denied["kind"], denied["wait_s"]
         unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
-        used = max(0, int(bucket.limit) - bucket.remaining())
-        message = (f"Rate limit reached for {model} in organization org-fake on {unit}: Limit {int(bucket.limit)}, "
-                   f"Used {used}, Requested {denied['cost']}. Please try again in {go_duration(wait)}. "
+        message = (f"Rate limit reached for {model} in organization org-fake on {unit}: Limit {denied['limit']}, "
+                   f"Used {denied['used']}, Requested {denied['cost']}. Please try again in {go_duration(wait)}. "
                    "Visit https://platform.openai.com/account/rate-limits to learn more.")
         headers = {**denied["headers"], "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
                    "Retry-After": str(max(1, math.ceil(wait)))}
