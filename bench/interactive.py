@@ -44,6 +44,7 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
                 while batch_status(client, batch["batch_id"])["done"] < min(100, lines // 2) \
                         and time.monotonic() < warm_until:
                     time.sleep(0.2)
+                before, t_probes = batch_status(client, batch["batch_id"])["done"], time.monotonic()
                 for i in range(probes):
                     handle = client.submit(f"interactive probe {i}: are you there?", to=[TARGET])
                     try:
@@ -55,6 +56,7 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
                         f"answered after {measured[-1]['answer_s']} s ({measured[-1]['status']})")
                     time.sleep(3)
                 background = batch_status(client, batch["batch_id"])
+                batch_rpm = (background["done"] - before) / (time.monotonic() - t_probes) * 60
                 stats = fake.stats()
             finally:
                 kill_all(workers)
@@ -66,8 +68,10 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     details = {"batch_lines": lines, "rpm": RPM, "probes": measured, "worst_start_s": worst,
                "median_answer_s": round(percentile(answers, 0.5), 2) if answers else None,
                "batch_done_meanwhile": background["done"], "batch_succeeded": background["succeeded"],
+               "batch_rpm_during_probes": round(batch_rpm, 1),
                "requests": stats["requests"], "rate_limited_429": stats["rate_limited"]}
-    note = (f"starts {starts} s, answers {answers} s; the batch had {background['done']} of {lines} done; "
+    note = (f"starts {starts} s, answers {answers} s; the batch ran at {batch_rpm:.0f} rpm meanwhile and had "
+            f"{background['done']} of {lines} done; "
             f"{stats['rate_limited']} 429s of {stats['requests']} requests")
     rows = [
         row("11 interactive", f"worst time to start, {probes} interactive jobs behind a {lines:,}-line batch",
