@@ -1,6 +1,7 @@
 """Case 9, backlog: 100,000 queued jobs against a 60 rpm provider, for 120 s.
 
-The batch is submitted first, then one worker (threads/200, the default)
+The batch is submitted first (with a 30-day rate-limit deadline, where
+promptq has one), then one worker (threads/200, the default)
 starts against the rate-limited fake (one-second burst). Every 10 s the
 driver samples the worker's RSS (psutil, process and children), Redis's
 `used_memory`, the jobs done, the batch lane's queue length and the size
@@ -15,10 +16,11 @@ worker's RSS and for Redis's memory. --quick: 10,000 jobs for 30 s.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Dict, List, Tuple
 
-from promptq.tasks.batch import batch_status
+from promptq.tasks.batch import batch_status, submit_batch
 from promptq.tasks.lanes import list_key
 
 from .capacity import kill_all, rss_mb, start_all, submit_lines, workers_for
@@ -39,7 +41,11 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     try:
         client.redis.flushall()
         with FakeProcess(latency_s=0.05, rpm=RPM, burst="second") as fake:
-            batch = submit_lines(client, jobs, "backlog", [TARGET])
+            # 100,000 jobs at 60 rpm take 28 h: give them the longest deadline a
+            # job may have, so what is measured is waiting, not failing early.
+            long_wait = ({"rate_limit_deadline_s": 30 * 24 * 3600.0}
+                         if "rate_limit_deadline_s" in inspect.signature(submit_batch).parameters else {})
+            batch = submit_lines(client, jobs, "backlog", [TARGET], **long_wait)
             redis_before = _redis_mb(client)
             (worker,) = workers_for(ctx.redis.url, {"openai": fake}, count=1, concurrency=200, name="backlog")
             start_all([worker])
@@ -53,6 +59,8 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
                         "redis_mb": round(_redis_mb(client), 2), "done": status["done"],
                         "succeeded": status["succeeded"], "failed": status["failed"],
                         "queued_messages": client.redis.llen(queue), "unacked": client.redis.hlen("unacked"),
+                        # Jobs waiting in Redis for capacity (promptq's deferred set, where it has one).
+                        "deferred": client.redis.zcard(f"{client.keys.prefix}:deferred"),
                     })
                     if time.monotonic() - t0 >= window_s:
                         break
@@ -64,7 +72,7 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         client.close()
     for s in samples:
         log(f"  backlog t={s['t_s']:>5}s rss {s['worker_rss_mb']:.0f} MB, redis {s['redis_mb']:.1f} MB, "
-            f"done {s['done']}, queued {s['queued_messages']}, unacked {s['unacked']}")
+            f"done {s['done']}, queued {s['queued_messages']}, deferred {s['deferred']}, unacked {s['unacked']}")
     warm = next((s for s in samples if s["t_s"] >= WARMUP_S), samples[0])
     last = samples[-1]
     peak = max(s["worker_rss_mb"] for s in samples)
