@@ -49,7 +49,14 @@ class Usage:
 
 @dataclass
 class ProviderResult:
-    """One successful call: what was said, by whom, and what it cost."""
+    """One successful call: what was said, by whom, and what it cost.
+
+    `refusal` is set when the model declined to answer (OpenAI's
+    `message.refusal`, Anthropic's `stop_reason: "refusal"`); `text` then
+    holds whatever it said before declining, often nothing, and
+    `finish_reason` is "refusal". A refusal is an answer, not an error: it
+    does not fail over (README, "Errors").
+    """
 
     text: str
     provider: str
@@ -57,6 +64,7 @@ class ProviderResult:
     usage: Usage = field(default_factory=Usage)
     finish_reason: Optional[str] = None
     latency_s: float = 0.0
+    refusal: Optional[str] = None
     #: The response's rate-limit headers (providers.rate_limit_info), for the
     #: queue's pacing; not part of the job's result.
     rate_limit_headers: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -66,6 +74,24 @@ class ProviderResult:
         data.pop("rate_limit_headers", None)
         data["usage"] = self.usage.to_dict()
         return data
+
+
+def check_answer(result: ProviderResult) -> ProviderResult:
+    """Refuse a "success" that says nothing and gives no reason.
+
+    Empty text with no refusal, no finish reason and no usage is what a body
+    cut short or a gateway's placeholder looks like, never a real answer; it
+    would otherwise be stored as a succeeded job with an empty result.
+    """
+    if (not result.text and result.refusal is None and result.finish_reason is None
+            and result.usage.total_tokens is None):
+        raise ProviderError(
+            f"{result.provider} returned an empty answer with no finish reason and no usage",
+            category=ErrorCategory.MALFORMED_RESPONSE,
+            provider=result.provider,
+            retryable=False,
+        )
+    return result
 
 
 class ProviderStream:
@@ -235,6 +261,7 @@ __all__ = [
     "ProviderStream",
     "Usage",
     "build_messages",
+    "check_answer",
     "redact",
     "resolve_setting",
     "timed",

@@ -34,8 +34,9 @@ def lane_of(spec: Dict[str, Any]) -> str:
 
 
 class CapacityGate:
-    def __init__(self, runtime: Any, spec: Dict[str, Any], provider: str, model: str):
+    def __init__(self, runtime: Any, spec: Dict[str, Any], provider: str, model: str, job_key: str = ""):
         self.rt = runtime
+        self.job_key = job_key
         self.spec = spec
         self.provider = provider
         self.model = model
@@ -49,7 +50,7 @@ class CapacityGate:
         while True:
             try:
                 admission = self.rt.limiter.acquire(self.provider, self.model, lane=self.lane, tokens=self.tokens,
-                                                    reserved=reserved)
+                                                    reserved=reserved, job_key=self.job_key)
             except Exception:  # a limiter outage must not stop the queue: fail open
                 logger.warning("limiter unavailable; calling %s:%s unpaced", self.provider, self.model, exc_info=True)
                 return Admission(granted=True)

@@ -54,7 +54,7 @@ CONCURRENCY_RETRY_S = 0.2
 
 LANES = ("interactive", "batch")
 
-# KEYS[1] pace hash, KEYS[2] line key, KEYS[2+i] bucket i.
+# KEYS[1] pace hash, KEYS[2] line key, KEYS[3] the job's record, KEYS[3+i] bucket i.
 # ARGV: frac, burst_s, horizon_s, lease_id, lease_ttl_s, reserved, nb, then per
 # bucket (kind, rate or cap, cost). Kinds: g = GCRA at a configured rate,
 # lr/lt = GCRA at the learned rpm_eff/tpm_eff, c = concurrency cap,
@@ -71,7 +71,7 @@ if paused > now then return {0, tostring(paused - now), 'paused'} end
 local seen = redis.call('HEXISTS', KEYS[1], 'seen') == 1
 local conc = {}
 for i = 1, nb do
-  local kind, key = ARGV[5 + 3 * i], KEYS[2 + i]
+  local kind, key = ARGV[5 + 3 * i], KEYS[3 + i]
   if kind == 'c' or (kind == 'ss' and not seen) then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local cap = tonumber(ARGV[6 + 3 * i])
@@ -84,31 +84,44 @@ if not reserved then
   local news, worst, worst_step = {}, -1e18, 0
   for i = 1, nb do
     local kind = ARGV[5 + 3 * i]
-    local rate = nil
-    if kind == 'g' then rate = tonumber(ARGV[6 + 3 * i])
-    elseif kind == 'lr' then rate = tonumber(redis.call('HGET', KEYS[1], 'rpm_eff') or '')
-    elseif kind == 'lt' then rate = tonumber(redis.call('HGET', KEYS[1], 'tpm_eff') or '') end
+    local rate, full = nil, nil
+    if kind == 'g' then rate = tonumber(ARGV[6 + 3 * i]); full = rate
+    elseif kind == 'lr' then
+      rate = tonumber(redis.call('HGET', KEYS[1], 'rpm_eff') or '')
+      full = tonumber(redis.call('HGET', KEYS[1], 'learned_rpm') or '') or rate
+    elseif kind == 'lt' then
+      rate = tonumber(redis.call('HGET', KEYS[1], 'tpm_eff') or '')
+      full = tonumber(redis.call('HGET', KEYS[1], 'learned_tpm') or '') or rate
+    end
     if rate and rate > 0 then
       local step = tonumber(ARGV[7 + 3 * i]) * 60 / rate
-      local tat = tonumber(redis.call('GET', KEYS[2 + i]) or '0') or 0
+      -- Tickets are spaced at the budget's full rate: a rate backed off for
+      -- a while (AIMD) must not stretch the whole line for good.
+      local full_step = tonumber(ARGV[7 + 3 * i]) * 60 / math.max(rate, full or rate)
+      local tat = tonumber(redis.call('GET', KEYS[3 + i]) or '0') or 0
       if tat < now then tat = now end
       local new = tat + step
       news[i] = new
       local w = new - now - math.max(burst * frac, step)
-      if w > worst then worst, worst_step = w, step end
+      if w > worst then worst, worst_step = w, full_step end
     end
   end
   if worst > horizon * frac then
+    local start = now + worst - horizon * frac
+    if redis.call('HGET', KEYS[3], 'wait_reason') == 'budget' then
+      -- Back from a ticket and beaten to the turn by a moment: come back as
+      -- soon as a turn opens, not at the end of the line again.
+      return {0, tostring(start - now + worst_step), 'budget'}
+    end
     -- No turn within the horizon: take a ticket on this lane's line.
     local line = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-    local start = now + worst - horizon * frac
     if line < start then line = start end
     line = line + worst_step
     redis.call('SET', KEYS[2], tostring(line), 'PX', math.ceil((line - now) * 1000) + 1000)
     return {0, tostring(line - now), 'budget'}
   end
   for i, new in pairs(news) do
-    redis.call('SET', KEYS[2 + i], tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
+    redis.call('SET', KEYS[3 + i], tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
   end
   if worst > 0 then return {2, tostring(worst), 'reserved'} end
 end
@@ -217,15 +230,19 @@ class Limiter:
     # --- admission -------------------------------------------------------------
 
     def acquire(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,
-                reserved: bool = False) -> Admission:
-        """Ask once. `reserved=True` after sleeping out a reservation: only pauses and concurrency count."""
+                reserved: bool = False, job_key: str = "") -> Admission:
+        """Ask once. `reserved=True` after sleeping out a reservation: only pauses and concurrency count.
+
+        `job_key`: the job's record; a job back from a ticket (its `wait_reason`
+        is "budget") that narrowly misses a turn is not sent to the end of the line."""
         if lane not in LANES:
             raise ValueError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
         frac = 1.0 if lane == "interactive" else 1.0 - self.interactive_reserve
         endpoint = scope_key(provider, model)
         buckets = self._buckets(provider, model, tokens)
         lease_id = uuid.uuid4().hex
-        keys = [self.pace_key(endpoint), self.bucket_key(endpoint, f"line:{lane}")] + [b[0] for b in buckets]
+        keys = [self.pace_key(endpoint), self.bucket_key(endpoint, f"line:{lane}"),
+                job_key or self.bucket_key(endpoint, "nojob")] + [b[0] for b in buckets]
         args: List[Any] = [frac, self.burst_s, self.horizon_s, lease_id, LEASE_TTL_S, "1" if reserved else "0",
                            len(buckets)]
         for _, kind, rate, cost in buckets:

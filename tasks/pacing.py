@@ -68,7 +68,8 @@ local learned_rpm = get('learned_rpm')
 if ARGV[1] == '429' then
   redis.call('HINCRBY', h, 'm_429', 1)
   redis.call('HINCRBY', h, 'n429', 1)
-  factor = math.max(tonumber(ARGV[12]), factor * tonumber(ARGV[11]))
+  -- One decrease per second: a burst of 429s from one moment is one signal.
+  if now - last429 >= 1 then factor = math.max(tonumber(ARGV[12]), factor * tonumber(ARGV[11])) end
   last429 = now
   redis.call('HSET', h, 'last_429_at', tostring(now))
   local wait = num(ARGV[8]) or sr or st or 1

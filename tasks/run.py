@@ -132,7 +132,7 @@ class JobRun:
         try:
             if not self.rt.health.allow_request(self.endpoint):
                 return self._handle_error(self.rt.health.circuit_open_error(self.endpoint), 0.0)
-            self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model)
+            self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
             admission = self.gate.admit()
             if not admission.granted:
                 return self._wait(admission.wait_s, reason=admission.reason)
@@ -286,13 +286,19 @@ class JobRun:
               next_attempt: Optional[int] = None) -> Dict[str, Any]:
         """Wait for capacity in Redis: no retry spent, until the job's deadline."""
         has_next = self.target_index + 1 < len(self.targets)
+        if wait_s > self.rt.settings.retry_cap_s:
+            # Far out: come back at the cap and ask again (then at the line's end)
+            # rather than judge the deadline by a guess that far ahead.
+            wait_s, reason = self.rt.settings.retry_cap_s, f"{reason}_capped"
         if self.gate_for().deadline_passed(wait_s):
             why = self.gate_for().rate_limited_error("still no capacity at the job's rate_limit_deadline_s")
             return self._failover(why) if has_next else self._fail(why, reason="rate_limited")
         if self.gate_for().should_spill(self.rt.keys.job(self.job_id), self.target_index, has_next, wait_s):
             return self._failover(error or self.gate_for().rate_limited_error(f"no capacity ({reason})"), spill=True)
-        # A little jitter, so jobs that were told the same time do not return as a herd.
-        due = time.time() + wait_s + random.uniform(0.0, min(0.25, wait_s * 0.1))
+        # Tickets ("budget") are spread already; jobs told one time by a pause or
+        # a 429 get a little jitter, so they do not return as a herd.
+        jitter = 0.0 if reason == "budget" else random.uniform(0.0, min(0.25, wait_s * 0.1))
+        due = time.time() + wait_s + jitter
         since = self.rt.deferrer.defer(
             self.job_id, self.token, due=due, status=JobStatus.WAITING.value, target_index=self.target_index,
             attempt=next_attempt or self.attempt, batch_id=self.batch_id, rate_limited=error is not None,
@@ -309,7 +315,7 @@ class JobRun:
     def gate_for(self) -> CapacityGate:
         gate = getattr(self, "gate", None)
         if gate is None:
-            gate = self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model)
+            gate = self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
         return gate
 
     def _failover(self, error: ProviderError, spill: bool = False) -> Dict[str, Any]:

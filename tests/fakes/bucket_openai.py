@@ -28,6 +28,7 @@ class BucketOpenAI(FakeOpenAI):
         self._bucket = threading.Lock()
         self.admitted = 0
         self.rejected = 0
+        self.times: list[float] = []  # monotonic arrival time of every request
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -45,6 +46,7 @@ class BucketOpenAI(FakeOpenAI):
 
     def handle_generation(self, wire, request) -> None:
         with self._bucket:
+            self.times.append(time.monotonic())
             self._refill()
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
