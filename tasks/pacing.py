@@ -8,7 +8,9 @@ updates that endpoint's pace hash in Redis, shared by every worker:
 - `paused_until` (Redis time): after a 429, everyone waits until the time
   the provider asked (`Retry-After`, `retry-after-ms`, else its reset
   headers, else 1 s); after a success that left nothing (`remaining` 0),
-  everyone waits for the reset instead of collecting the 429;
+  everyone waits until one more request is due (the reset, at most 60/limit
+  seconds: OpenAI's reset is the time until the *whole* budget is back)
+  instead of collecting the 429;
 - `factor` (AIMD): halved by a 429, climbs back by `INCREASE` per success;
 - `rpm_eff` / `tpm_eff` = learned limit x factor, which tasks.limiter uses as
   a budget while the endpoint is "hot": a 429 in the last minute, or the
@@ -59,6 +61,11 @@ if now - ms >= 60 then
 end
 local lr, rr, sr = num(ARGV[2]), num(ARGV[3]), num(ARGV[4])
 local lt, rt, st = num(ARGV[5]), num(ARGV[6]), num(ARGV[7])
+-- OpenAI's reset is the time until the whole budget is back; the next
+-- request is possible after one request's (or a second's worth of tokens')
+-- share of the minute, so never pause longer than that for "remaining 0".
+if sr and lr and lr > 0 then sr = math.min(sr, 60 / lr) end
+if st then st = math.min(st, 1) end
 if lr then redis.call('HSET', h, 'learned_rpm', lr) end
 if lt then redis.call('HSET', h, 'learned_tpm', lt) end
 local factor = get('factor') or 1

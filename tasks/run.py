@@ -263,14 +263,15 @@ class JobRun:
         # the next target answers sooner.
         wants_retry = (error.retryable and failures <= limit) or (circuit_open and not has_next and failures <= limit)
         if wants_retry:
-            return self._retry(error)
+            return self._retry(error, failures)
         if has_next:
             return self._failover(error)
         return self._fail(error)
 
-    def _retry(self, error: ProviderError) -> Dict[str, Any]:
-        # Waits in Redis (tasks.deferral), not as a Celery ETA message in a worker.
-        delay_s = retry_delay_s(error, self.attempt, cap_s=self.rt.settings.retry_cap_s)
+    def _retry(self, error: ProviderError, failures: int) -> Dict[str, Any]:
+        # Waits in Redis (tasks.deferral), not as a Celery ETA message in a worker;
+        # the backoff grows with real failures, not with 429s waited out.
+        delay_s = retry_delay_s(error, failures, cap_s=self.rt.settings.retry_cap_s)
         since = self.rt.deferrer.defer(
             self.job_id, self.token, due=time.time() + delay_s, status=JobStatus.RETRYING.value,
             target_index=self.target_index, attempt=self.attempt + 1, batch_id=self.batch_id, counter="retried",

@@ -4,8 +4,10 @@ A minimal rate-limited server for the capacity tests (the benchmark's richer
 one lives in tests/fakes/ratelimited_server.py). The bucket holds
 `rpm * burst_s / 60` requests and refills at `rpm / 60` per second. A request
 that finds it empty gets OpenAI's 429 (`rate_limit_exceeded`, type
-`requests`) with `retry-after-ms` / `Retry-After` and the `x-ratelimit-*`
-headers; every answer carries the headers with the bucket's real state.
+`requests`) with `retry-after-ms` / `Retry-After` (when the next request
+is possible) and the `x-ratelimit-*` headers; every answer carries the
+headers with the bucket's real state. `x-ratelimit-reset-requests` is, as
+OpenAI documents it, the time until the bucket is full again.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ class BucketOpenAI(FakeOpenAI):
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rpm / 60.0)
         self._stamp = now
 
+    def _next_ms(self) -> int:
+        return int(math.ceil(max(0.0, 1.0 - self._tokens) * 60000.0 / self.rpm))
+
     def _headers(self) -> dict:
-        missing = max(0.0, 1.0 - self._tokens)
-        reset_ms = int(math.ceil(missing * 60000.0 / self.rpm))
+        full_ms = int(math.ceil((self.capacity - self._tokens) * 60000.0 / self.rpm))
         return {
             "x-ratelimit-limit-requests": str(int(self.rpm)),
             "x-ratelimit-remaining-requests": str(int(self._tokens)),
-            "x-ratelimit-reset-requests": f"{reset_ms}ms",
+            "x-ratelimit-reset-requests": f"{full_ms}ms",
         }
 
     def handle_generation(self, wire, request) -> None:
@@ -56,10 +60,10 @@ class BucketOpenAI(FakeOpenAI):
                 self.rejected += 1
                 allowed = False
             headers = self._headers()
+            wait_ms = max(1, self._next_ms())
         if allowed:
             super().handle_generation(wire, request)
             return
-        wait_ms = max(1, int(headers["x-ratelimit-reset-requests"][:-2]))
         reply = openai_error(
             429, f"Rate limit reached for gpt-4o-mini in organization org-fake on requests per min (RPM): "
             f"Limit {int(self.rpm)}, Used {int(self.rpm)}, Requested 1. Please try again in {wait_ms}ms. "

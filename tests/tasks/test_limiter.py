@@ -95,9 +95,15 @@ def test_a_429_pauses_every_caller_and_learns_the_limit(redis_client):
 def test_nothing_left_pauses_before_the_429(redis_client):
     lim, pacer = limiter(redis_client), Pacer(redis_client, "t")
     pacer.observe("openai:m", {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
-                               "x-ratelimit-reset-requests": "2s"}, rate_limited=False)
+                               "x-ratelimit-reset-requests": "0.5s"}, rate_limited=False)
     answer = lim.acquire("openai", "m")
-    assert answer.reason == "paused" and answer.wait_s > 1.5
+    assert answer.reason == "paused" and 0.3 < answer.wait_s <= 0.5
+    # OpenAI's reset is until the whole budget is back (a minute here); one more
+    # request is due after 60/limit seconds, so the pause is no longer than that.
+    pacer.observe("openai:x", {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+                               "x-ratelimit-reset-requests": "1m0s"}, rate_limited=False)
+    answer = lim.acquire("openai", "x")
+    assert answer.reason == "paused" and 0.0 < answer.wait_s <= 0.1
 
 
 def test_slow_start_until_the_first_answer(redis_client):

@@ -126,3 +126,47 @@ def test_an_interactive_job_is_not_stuck_behind_a_batch(redis_server, client):
     assert record.status.value == "succeeded"
     # It did not wait for the batch: most of the batch was still to come.
     assert left["succeeded"] < 30, left
+
+
+def test_max_retries_counts_real_failures_only(redis_server, client):
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI(api_key=KEY) as server:
+        with WorkerProcess(redis_server.url, ["openai"], env=env_for(server), name="cap-retries"):
+            # Two 429s, then one server error: one real failure, within max_retries=1.
+            for fault in ("rate_limit_ms:200", "rate_limit_ms:200", "server"):
+                server.push(fault)
+            handle = client.submit("count my failures", to=["openai:gpt-4o-mini"], max_retries=1)
+            record = client.result(handle.id, timeout=60)
+    assert record.status.value == "succeeded", record.to_dict()
+    assert [a["error"]["category"] if a["error"] else "ok" for a in record.attempts] == \
+        ["rate_limit", "rate_limit", "server", "ok"]
+
+
+def test_batch_submit_carries_spill_and_deadline_to_every_line(redis_server, client, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.worker_process import ROOT
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"custom_id": f"c{i}", "prompt": f"p{i}"}) + "\n" for i in range(3)))
+    env = {**os.environ, "PROMPTQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT)}
+    # No worker consumes openrouter here: the lines stay queued for us to read.
+    out = subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", "batch", "submit", str(path),
+                          "--to", "openrouter:a/b", "--to", "openai:gpt-4o-mini", "--spill",
+                          "--rate-limit-deadline", "600", "--quiet"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--spill --rate-limit-deadline 600" in out.stderr  # the resume hint keeps them
+    batch_id = out.stdout.strip()
+    job_ids = [i.decode() for i in client.redis.lrange(f"promptq:batch:{batch_id}:jobs", 0, -1)]
+    specs = [client.store.get(i).spec for i in job_ids]
+    assert len(specs) == 3 and all(s["spill"] is True and s["rate_limit_deadline_s"] == 600 for s in specs)
+    cancel_batch(client, batch_id)
+    bad = subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", "batch", "submit", str(path),
+                          "--to", "openai:gpt-4o-mini", "--rate-limit-deadline", "-5"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "rate_limit_deadline_s" in bad.stderr

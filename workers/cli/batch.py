@@ -76,7 +76,9 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
     def validated(bid: str, lines: int) -> None:
         nonlocal task_id
         _echo(f"batch {bid}: submitting {lines} line(s) from {name}")
-        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, priority)}")
+        resume = _resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s,
+                                 priority)
+        _echo(f"  if interrupted, resume with: {resume}")
         if progress is not None:
             progress.start()
             task_id = progress.add_task("submitting", total=lines)
@@ -104,7 +106,9 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         fail(str(exc), EXIT_JOB_FAILED)
     except KeyboardInterrupt:
         bid = batch_id or "<the id printed above>"
-        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, priority)}", 130)
+        resume = _resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s,
+                                 priority)
+        fail(f"interrupted; resume with: {resume}", 130)
     finally:
         if progress is not None:
             progress.stop()
@@ -285,7 +289,8 @@ def _summary(info: Dict[str, Any]) -> str:
 
 
 def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, batch_id: str,
-                    skip_invalid: bool, priority: str = "batch") -> str:
+                    skip_invalid: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None,
+                    priority: str = "batch") -> str:
     args = ["promptq", "batch", "submit", file, *[a for t in targets for a in ("--to", t)]]
     if default_provider:
         args += ["--default-provider", default_provider]
@@ -293,6 +298,11 @@ def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, 
         args.append("--skip-invalid")
     if priority.lower() != "batch":
         args += ["--priority", priority.lower()]
+    # The lines still to send must get the same capacity options as the ones sent.
+    if spill:
+        args.append("--spill")
+    if rate_limit_deadline_s is not None:
+        args += ["--rate-limit-deadline", f"{rate_limit_deadline_s:g}"]
     return shlex.join(args + ["--batch-id", batch_id])
 
 
