@@ -68,7 +68,10 @@ def test_interactive_job_starts_before_the_batch_backlog_drains(client, worker):
     assert len(later) >= BACKLOG - 10, f"{BACKLOG - len(later)} batch jobs started before the interactive one"
 
 
-def _lpushes(redis_server, job_id: str, stop: threading.Event, seen: List[str]) -> None:
+READY = "lanes-monitor-ready"
+
+
+def _lpushes(redis_server, job_id: str, ready: threading.Event, stop: threading.Event, seen: List[str]) -> None:
     """The key of every LPUSH of a message of `job_id`, as Redis saw it (MONITOR)."""
     conn = redis_server.client()
     with conn.monitor() as monitor:
@@ -76,6 +79,8 @@ def _lpushes(redis_server, job_id: str, stop: threading.Event, seen: List[str]) 
             if stop.is_set():
                 return
             text = command.get("command", "")
+            if READY in text:
+                ready.set()
             if text.startswith("LPUSH") and job_id in text:
                 key = text.split(" ", 2)[1]
                 seen.append(key)
@@ -89,10 +94,11 @@ def test_retry_and_failover_keep_the_batch_lane(client, worker, slow_openai, red
     batch_id = f"b-{uuid.uuid4().hex[:6]}"
     job_id = job_id_for(batch_id, "only")
     seen: List[str] = []
-    stop = threading.Event()
-    spy = threading.Thread(target=_lpushes, args=(redis_server, job_id, stop, seen), daemon=True)
+    ready, stop = threading.Event(), threading.Event()
+    spy = threading.Thread(target=_lpushes, args=(redis_server, job_id, ready, stop, seen), daemon=True)
     spy.start()
-    wait_for(lambda: client.redis.info("clients")["connected_clients"] >= 2, 5, message="MONITOR to attach")
+    # MONITOR sees commands only once it is attached: wait until it saw ours.
+    wait_for(lambda: client.redis.echo(READY) and ready.wait(0.1), 10, message="MONITOR to attach")
     submit_batch(client, [json.dumps({"custom_id": "only", "prompt": "p"})],
                  targets=["openai:gpt-4o-mini", "ollama:llama3.2"], batch_id=batch_id)
     wait_for(lambda: len(seen) >= 2, 30, message=f"the {fault} re-publish (seen {seen})")
