@@ -1,4 +1,4 @@
-"""Case 9, backlog: 100,000 queued jobs against a 60 rpm provider, for 120 s.
+"""Case 10, backlog: 100,000 queued jobs against a 60 rpm provider, for 120 s.
 
 The batch is submitted first (with a 30-day rate-limit deadline, where
 promptq has one), then one worker (threads/200, the default)
@@ -86,12 +86,12 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     done_note = (f"{last['done']} done ({last['succeeded']} succeeded, {last['failed']} failed); "
                  f"{stats['rate_limited']} 429s of {stats['requests']} requests; unacked {last['unacked']}")
     rows = [
-        row("9 backlog", f"worker peak RSS, {where}", peak, "MB", baseline=samples[0]["worker_rss_mb"],
+        row("10 backlog", f"worker peak RSS, {where}", peak, "MB", baseline=samples[0]["worker_rss_mb"],
             baseline_is="first sample", target=f"<= {RSS_TARGET_MB} MB", met=peak <= RSS_TARGET_MB, note=done_note),
-        row("9 backlog", f"worker RSS growth after {WARMUP_S:.0f} s", round(100 * rss_growth, 1), "%",
+        row("10 backlog", f"worker RSS growth after {WARMUP_S:.0f} s", round(100 * rss_growth, 1), "%",
             baseline=warm["worker_rss_mb"], baseline_is=f"MB at {warm['t_s']} s",
             target=f"<= {100 * GROWTH_LIMIT:.0f} %", met=rss_growth <= GROWTH_LIMIT),
-        row("9 backlog", f"Redis memory growth after {WARMUP_S:.0f} s", round(100 * redis_growth, 1), "%",
+        row("10 backlog", f"Redis memory growth after {WARMUP_S:.0f} s", round(100 * redis_growth, 1), "%",
             baseline=warm["redis_mb"], baseline_is=f"MB at {warm['t_s']} s",
             target=f"<= {100 * GROWTH_LIMIT:.0f} %", met=redis_growth <= GROWTH_LIMIT,
             note=f"{redis_before:.1f} MB right after submitting"),

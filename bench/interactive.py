@@ -1,4 +1,4 @@
-"""Case 11, interactive latency: a job submitted while a batch saturates its provider.
+"""Case 12, interactive latency: a job submitted while a batch saturates its provider.
 
 A 20,000-line batch (the batch lane) runs against a 600 rpm server
 (one-second burst) through two workers (threads/200). Once the batch has
@@ -74,10 +74,10 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
             f"{background['done']} of {lines} done; "
             f"{stats['rate_limited']} 429s of {stats['requests']} requests")
     rows = [
-        row("11 interactive", f"worst time to start, {probes} interactive jobs behind a {lines:,}-line batch",
+        row("12 interactive", f"worst time to start, {probes} interactive jobs behind a {lines:,}-line batch",
             round(worst, 2), "s", target=f"<= {START_TARGET_S:.0f} s, and answered",
             met=worst <= START_TARGET_S and len(answers) == len(measured), note=note),
-        row("11 interactive", "median time to answer, same jobs", details["median_answer_s"], "s",
+        row("12 interactive", "median time to answer, same jobs", details["median_answer_s"], "s",
             target="(compared)"),
     ]
     return rows, details

@@ -1,4 +1,4 @@
-"""Case 8, rate limits: a batch against a provider that enforces 600 rpm.
+"""Case 9, rate limits: a batch against a provider that enforces 600 rpm.
 
 The fake OpenAI server runs in its own process behind OpenAI's rate limiter
 (`tests.fakes.ratelimited_server`: rpm and tpm token buckets, x-ratelimit-*
@@ -98,7 +98,7 @@ def measure(ctx: Any, fake: FakeProcess, burst: str, conc: int, jobs: int, rpm: 
 
 
 def rows_for(d: Dict[str, Any]) -> List[Dict[str, Any]]:
-    case, where = "8 ratelimit", f"{d['rpm']} rpm, {d['burst']} burst, 2 x {d['pool']}"
+    case, where = "9 ratelimit", f"{d['rpm']} rpm, {d['burst']} burst, 2 x {d['pool']}"
     note = (f"{d['succeeded']}/{d['jobs']} succeeded in {d['wall_s']} s; {d['rate_limited_429']} 429s of "
             f"{d['requests']} requests; statuses {d['statuses']}" + ("; GAVE UP waiting" if d["timed_out"] else "")
             + ("; the bucket held every job at once: no limit was met" if d["bucket_holds_all"] else ""))

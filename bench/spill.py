@@ -1,4 +1,4 @@
-"""Case 10, spill: one batch, two targets on two rate-limited servers.
+"""Case 11, spill: one batch, two targets on two rate-limited servers.
 
 Two fake OpenAI-format servers in their own processes, at 600 and 300 rpm
 (one-second burst): the first is `openai:gpt-4o-mini`, the second is
@@ -68,7 +68,7 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
             + ("" if spill_supported else "; this promptq has no spill: the second target is a fallback only")
             + ("; GAVE UP waiting" if status["timed_out"] else ""))
     rows = [
-        row("10 spill", f"goodput of {total_rpm} rpm summed, {jobs:,} jobs, 600 + 300 rpm, 2 x threads/200",
+        row("11 spill", f"goodput of {total_rpm} rpm summed, {jobs:,} jobs, 600 + 300 rpm, 2 x threads/200",
             round(goodput, 3), "", baseline=1.0, baseline_is="both quotas in full",
             target=f">= {GOODPUT_TARGET}", met=goodput >= GOODPUT_TARGET and succeeded == jobs, note=note),
     ]

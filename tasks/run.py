@@ -35,11 +35,12 @@ from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
 from .capacity import CapacityGate
+from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .lanes import route
 from .limits import scope_key
 from .runtime import Runtime, get_runtime
-from .store import JobStatus, new_token
+from .store import JobStatus, new_token, start_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -122,19 +123,28 @@ class JobRun:
     # --- the whole story ----------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
-        verdict = self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id)
+        # One round trip: claim the job, and ask the endpoint's circuit.
+        pipe = self.rt.redis.pipeline(transaction=False)
+        self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id,
+                            pipe=pipe)
+        allow = self.rt.health.queue_allow_request(self.endpoint, pipe)
+        started_reply, allow_reply = execute_scripts(self.rt.redis, pipe)
+        verdict = start_verdict(started_reply)
+        allow.reply = allow_reply
         if verdict != "run":
+            allow.release()  # no call: a half-open probe claimed for it goes back
             # Redelivered after success, superseded by a newer message, or
             # cancelled: acknowledge and do nothing, above all no provider call.
             logger.info("job %s: delivery dropped (%s)", self.job_id, verdict)
             raise Ignore()
         self.rt.leases.add(self.job_id)
         try:
-            if not self.rt.health.allow_request(self.endpoint):
+            if not allow.answer():
                 return self._handle_error(self.rt.health.circuit_open_error(self.endpoint), 0.0)
             self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
             admission = self.gate.admit()
             if not admission.granted:
+                allow.release()  # waiting is not a call: a claimed probe goes back
                 return self._wait(admission.wait_s, reason=admission.reason)
             started = time.monotonic()
             try:
@@ -173,29 +183,26 @@ class JobRun:
         if not self.stream:
             return provider.complete(**args)
         stream = provider.stream(**args)
-        finished = False
+        # Chunk events go out from this thread, one per socket read of the
+        # provider's answer (tasks.chunk_relay); every CANCEL_CHECK_EVERY
+        # pieces that round trip also reads the cancel flag.
+        relay = ChunkRelay(self.rt.events, self.job_id, attempt=self.attempt, provider=self.provider_name,
+                           target_index=self.target_index, watch=(self.rt.keys.job(self.job_id), "cancel_requested"),
+                           cancel_every=CANCEL_CHECK_EVERY)
         try:
-            for n, text in enumerate(stream, 1):
+            for texts in stream.batches():
+                text = texts[0] if len(texts) == 1 else "".join(texts)
                 if not text:
                     continue
-                # Queued, and sent with whatever else is queued (tasks.events);
-                # every CANCEL_CHECK_EVERY chunks that round trip also reads
-                # the cancel flag, seen here at a chunk soon after.
-                watch = (self.rt.keys.job(self.job_id), "cancel_requested") if n % CANCEL_CHECK_EVERY == 0 else None
-                self.rt.events.publish_soon(self.job_id, "chunk", attempt=self.attempt, store=True, watch=watch,
-                                            provider=self.provider_name, target_index=self.target_index, text=text)
-                # Remembered so a failure after this point emits `reset`:
-                # the subscriber must discard this attempt's text.
+                # Set first: a failure after this point emits `reset` (the
+                # subscriber must discard this attempt's text), even if this
+                # very send failed half-way.
                 self.streamed_any = True
-                if self.rt.events.watched(self.job_id):
+                if relay.send(text, len(texts)):
                     raise JobCancelled()
-            finished = True
         finally:
+            relay.close()
             stream.close()
-            # Every chunk is in Redis before the attempt's next event or record
-            # write; a send error counts as this attempt's error, unless another
-            # one is already on its way out.
-            self.rt.events.wait_sent(self.job_id, raise_error=finished)
         return stream.result
 
     # --- outcomes ---------------------------------------------------------------

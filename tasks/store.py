@@ -338,15 +338,18 @@ class JobStore:
 
     # --- worker side ----------------------------------------------------
 
-    def start(self, job_id: str, token: str, worker: str, lease_ttl_s: float, batch_id: Optional[str]) -> str:
-        """'run' if this message may run the job; else why not."""
+    def start(self, job_id: str, token: str, worker: str, lease_ttl_s: float, batch_id: Optional[str],
+              pipe: Any = None) -> Optional[str]:
+        """'run' if this message may run the job; else why not (None inside
+        a pipeline: read its reply with `start_verdict`)."""
         batch_key, has_batch = self._batch_key(batch_id)
         now = time.time()
         result = self._start(
             keys=[self.keys.job(job_id), self.keys.inflight, batch_key],
             args=[now, token, now + lease_ttl_s, worker, job_id, has_batch],
+            client=pipe,
         )
-        return result.decode() if isinstance(result, bytes) else str(result)
+        return None if pipe is not None else start_verdict(result)
 
     def move(
         self,
@@ -450,3 +453,10 @@ class JobStore:
 
 def _float(value: Optional[str]) -> Optional[float]:
     return float(value) if value not in (None, "") else None
+
+
+def start_verdict(reply: Any) -> str:
+    """`JobStore.start`'s answer from its raw reply."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -128,7 +128,9 @@ def test_mid_stream_drop_resets_then_succeeds_elsewhere_without_splicing(client,
 
 
 def test_late_subscriber_replays_every_chunk(client):
-    prompt = unique("alpha beta gamma delta epsilon zeta eta theta")
+    # Pieces 20 ms apart, so each arrives on its own read (pieces read
+    # together are merged into one event: tests/tasks/test_chunk_relay.py).
+    prompt = unique("alpha beta gamma delta epsilon zeta eta theta [[fault:slow_stream:0.02]]")
     handle = client.submit(prompt, to=["claude:claude-3-5-haiku-latest"], stream=True)
     record = client.result(handle.id, timeout=30)
     assert record.status.value == "succeeded"
