@@ -33,6 +33,7 @@ from redis.exceptions import NoScriptError
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
                           Send, Sleep, Subscribe, stream_item)
 from .job import JobSpec
+from .lanes import lane_of, list_key
 from .pubsub_hub import PubSubHub
 from .settings import Settings
 from .store import JobRecord
@@ -111,13 +112,14 @@ class AsyncClient:
         job_id: Optional[str] = None,
         rate_limit_deadline_s: Optional[float] = None,
         spill: bool = False,
+        priority: Optional[str] = None,
     ) -> AsyncJobHandle:
         """Validate and enqueue a job; raises `JobValidationError` naming the bad field (see `Client.submit`)."""
         spec = self.core.validate(
             targets=to, prompt=prompt, messages=messages, system_prompt=system_prompt,
             parameters=parameters, stream=stream, custom_id=custom_id, batch_id=batch_id,
             metadata=metadata, max_retries=max_retries, job_id=job_id,
-            rate_limit_deadline_s=rate_limit_deadline_s, spill=spill,
+            rate_limit_deadline_s=rate_limit_deadline_s, spill=spill, lane=priority,
         )
         return await self.submit_spec(spec)
 
@@ -287,14 +289,16 @@ class AsyncClient:
             self._declared.add(step.queue)
         envelope = self._messages.envelope(step.job_id, step.spec, step.token, step.queue,
                                            target_index=step.target_index, attempt=step.attempt)
+        # kombu keeps each lane of a queue in its own list; workers pop the interactive one first.
+        target_list = list_key(step.queue, lane_of(step.spec))
         if step.release is None:
-            await self.redis.lpush(step.queue, envelope)
+            await self.redis.lpush(target_list, envelope)
             return
         # Message and release in one round trip, in that order. EVALSHA by
         # hand: a pipeline of Script calls asks SCRIPT EXISTS first.
         release = step.release
         pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(step.queue, envelope)
+        pipe.lpush(target_list, envelope)
         pipe.execute_command("EVALSHA", _sha1(release.source), len(release.keys), *release.keys, *release.args)
         pushed, released = await pipe.execute(raise_on_error=False)
         if isinstance(pushed, Exception):

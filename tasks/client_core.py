@@ -25,6 +25,7 @@ from typing import Any, Dict, Generator, List, Optional, Sequence
 from .events import TERMINAL_EVENTS, decode_event, publish_call
 from .job import JobSpec
 from .keys import Keys
+from .lanes import route
 from .record import TERMINAL, JobRecord, new_token, record_from_replies
 from .settings import Settings
 from .store_calls import ScriptCall, StoreCalls
@@ -140,9 +141,10 @@ class ClientCore:
         return True
 
     def send_step(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> Send:
-        provider = spec["targets"][target_index].split(":", 1)[0]
-        return Send(job_id, spec, self.keys.queue(provider), target_index, attempt, token,
-                    release=self.calls.release(job_id, token))
+        # The queue of the target, in the job's lane (tasks.lanes): the same
+        # routing `Client.send` hands to Celery.
+        queue = route(self.keys, spec, target_index)["queue"]
+        return Send(job_id, spec, queue, target_index, attempt, token, release=self.calls.release(job_id, token))
 
     # --- reading --------------------------------------------------------------------
 
