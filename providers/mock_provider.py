@@ -52,6 +52,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence
 
+from .abort import abortable_sleep
 from .base import LLMProvider, Message, ProviderResult, ProviderStream, Usage, build_messages
 from .error_handling import RETRYABLE_CATEGORIES, ErrorCategory, ProviderError, truncated
 from .params import validate
@@ -214,7 +215,7 @@ class MockProvider(LLMProvider):
     display_name = "Mock"
     needs_key = False
 
-    def __init__(self, config: Optional[Dict[str, Any]] = None, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, config: Optional[Dict[str, Any]] = None, *, sleep: Callable[[float], None] = abortable_sleep):
         super().__init__(config)
         self.instance_name = str(self.config.get("instance_name") or "mock")
         self.reply = str(self.config.get("reply") or DEFAULT_REPLY)

@@ -28,9 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from promptq.providers.error_handling import ProviderError
-from promptq.providers.params import validate as validate_parameters
-
 from .job import JobSpec, JobValidationError, Target
 
 OPENAI_URL = "/v1/chat/completions"
@@ -209,14 +206,9 @@ def _spec(line_no: int, max_chars: int, renames: Dict[str, str], metadata: Optio
             job_id=_PLACEHOLDER_ID, batch_id=_PLACEHOLDER_ID, max_prompt_chars=max_chars,
             metadata={**(metadata or {}), LINE_KEY: line_no}, **fields,
         )
-        # Type errors in parameters would otherwise surface only on a worker,
-        # as an `invalid` failure, after the whole file was accepted.
-        validate_parameters(spec.parameters)
     except JobValidationError as exc:
         message = str(exc)[len(exc.field) + 2:]
         raise _LineError(f"{_rename(exc.field, renames)}: {message}") from None
-    except ProviderError as exc:
-        raise _LineError(f"{renames.get('parameters', 'parameters')}: {exc}") from None
     # The placeholders keep to_dict's key order; the submitter overwrites them.
     return spec.to_dict()
 

@@ -19,7 +19,7 @@ import redis
 
 from .app import create_app
 from .events import TERMINAL_EVENTS, EventPublisher, decode_event
-from .job import JobSpec
+from .job import JobSpec, JobValidationError
 from .keys import TASK_NAME, Keys
 from .settings import Settings
 from .store import JobRecord, JobStore, new_token
@@ -27,6 +27,19 @@ from .store import JobRecord, JobStore, new_token
 
 class JobNotFound(LookupError):
     """No record for this id (never submitted, or expired after result_ttl_s)."""
+
+
+class JobIdConflict(JobValidationError):
+    """`job_id` names a job that exists and asks something else: refused, not ignored."""
+
+    def __init__(self, job_id: str):
+        super().__init__("id", f"{job_id!r} is already the id of a different job")
+
+
+def same_job(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two specs ask the same thing (a resubmission), whenever they were made."""
+    ignored = ("created_at",)
+    return {k: v for k, v in a.items() if k not in ignored} == {k: v for k, v in b.items() if k not in ignored}
 
 
 class JobFailedError(RuntimeError):
@@ -113,6 +126,9 @@ class Client:
         # The record (with the token) exists before the message does, so a
         # fast worker never sees a message it cannot match.
         if not self.store.create(data, token, send_deadline_s=self.settings.lease_ttl_s):
+            existing = self.store.get(spec.id)
+            if existing is not None and not same_job(existing.spec, data):
+                raise JobIdConflict(spec.id)
             return JobHandle(spec.id, self, created=False)
         self.send(spec.id, data, target_index=0, attempt=1, token=token)
         self.store.release(spec.id, token)
@@ -157,12 +173,15 @@ class Client:
             time.sleep(0.05)
 
     def cancel(self, job_id: str) -> str:
-        """'cancelled' (it will not run), 'requested' (it stops at its next chunk), or its final status."""
+        """'cancelled' (it will not run), 'requested' (running: it stops within a second), or its final status."""
         record = self.store.get(job_id)
         if record is None:
             raise JobNotFound(job_id)
         outcome = self.store.cancel(job_id, record.spec.get("batch_id"))
-        if outcome == "cancelled":
+        if outcome == "requested":
+            # Running: its worker process hears this and abandons the call (tasks.cancel).
+            self.redis.publish(self.keys.cancels, job_id)
+        elif outcome == "cancelled":
             self.publisher.publish(job_id, "cancelled", attempt=record.attempt, store=bool(record.spec.get("stream")))
         return outcome
 

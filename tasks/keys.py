@@ -40,6 +40,11 @@ class Keys:
         return f"{self.prefix}:seq:{job_id}"
 
     @property
+    def cancels(self) -> str:
+        """Pub/sub channel: ids of running jobs just cancelled (tasks.cancel)."""
+        return f"{self.prefix}:cancels"
+
+    @property
     def inflight(self) -> str:
         """Sorted set: job id -> deadline by which its worker must check in."""
         return f"{self.prefix}:inflight"

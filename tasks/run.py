@@ -34,9 +34,6 @@ from .store import JobStatus, new_token
 
 logger = logging.getLogger(__name__)
 
-#: How often (in chunks) a streaming job checks whether it was cancelled.
-CANCEL_CHECK_EVERY = 32
-
 
 def execute_scripts(client: Any, pipe: Any) -> List[Any]:
     """`pipe.execute(raise_on_error=False)` without redis-py's SCRIPT EXISTS.
@@ -110,6 +107,12 @@ class JobRun:
     # --- the whole story ----------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
+        # Registered before the store lets it start: a cancel that finds it
+        # running is then always heard here (tasks.cancel).
+        with self.rt.cancels.running(self.job_id):
+            return self._run()
+
+    def _run(self) -> Dict[str, Any]:
         verdict = self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id)
         if verdict != "run":
             # Redelivered after success, superseded by a newer message, or
@@ -121,23 +124,27 @@ class JobRun:
         try:
             try:
                 result = self._call()
-            except JobCancelled:
-                return self._finish_cancelled()
-            except ProviderError as exc:
-                error = exc
-            except Exception as exc:  # a bug must fail the attempt, not the worker
-                logger.exception("job %s: unexpected error calling %s", self.job_id, self.provider_name)
-                error = ProviderError(
-                    f"{self.provider_name} call raised {type(exc).__name__}: {exc}",
-                    category=ErrorCategory.UNKNOWN,
-                    provider=self.provider_name,
-                    retryable=False,
-                )
+            except Exception as exc:
+                if isinstance(exc, JobCancelled) or self.job_id in self.rt.cancels.cancelled:
+                    return self._finish_cancelled()  # the error, if any, is the abandoned call's
+                if isinstance(exc, ProviderError):
+                    error = exc
+                else:  # a bug must fail the attempt, not the worker
+                    error = self._unexpected(exc)
             else:
                 return self._succeed(result, time.monotonic() - started)
             return self._handle_error(error, time.monotonic() - started)
         finally:
             self.rt.leases.discard(self.job_id)
+
+    def _unexpected(self, exc: Exception) -> ProviderError:
+        logger.exception("job %s: unexpected error calling %s", self.job_id, self.provider_name)
+        return ProviderError(
+            f"{self.provider_name} call raised {type(exc).__name__}: {exc}",
+            category=ErrorCategory.UNKNOWN,
+            provider=self.provider_name,
+            retryable=False,
+        )
 
     # --- the call -------------------------------------------------------------
 
@@ -160,16 +167,13 @@ class JobRun:
             for n, text in enumerate(stream, 1):
                 if not text:
                     continue
-                # Queued, and sent with whatever else is queued (tasks.events);
-                # every CANCEL_CHECK_EVERY chunks that round trip also reads
-                # the cancel flag, seen here at a chunk soon after.
-                watch = (self.rt.keys.job(self.job_id), "cancel_requested") if n % CANCEL_CHECK_EVERY == 0 else None
-                self.rt.events.publish_soon(self.job_id, "chunk", attempt=self.attempt, store=True, watch=watch,
+                # Queued, and sent with whatever else is queued (tasks.events).
+                self.rt.events.publish_soon(self.job_id, "chunk", attempt=self.attempt, store=True,
                                             provider=self.provider_name, target_index=self.target_index, text=text)
                 # Remembered so a failure after this point emits `reset`:
                 # the subscriber must discard this attempt's text.
                 self.streamed_any = True
-                if self.rt.events.watched(self.job_id):
+                if self.job_id in self.rt.cancels.cancelled:  # filled by pub/sub (tasks.cancel): no I/O here
                     raise JobCancelled()
             finished = True
         finally:

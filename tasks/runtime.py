@@ -19,6 +19,7 @@ from promptq.providers import create_provider
 from promptq.providers.base import LLMProvider
 from promptq.providers.health_redis import RedisHealthStore
 
+from .cancel import CancelWatch
 from .events import EventPublisher
 from .keys import Keys
 from .observer import Observer
@@ -54,6 +55,7 @@ class Runtime:
         self._providers: Dict[str, LLMProvider] = {}
         self._providers_lock = threading.Lock()
         self.leases: Any = None  # set by tasks.leases.LeaseKeeper.start
+        self.cancels = CancelWatch(self.redis, self.keys.cancels, self.keys.job)
 
     def provider(self, name: str) -> LLMProvider:
         """The provider instance for `name`, built from this worker's configuration."""
@@ -73,6 +75,7 @@ class Runtime:
             return instance
 
     def close(self) -> None:
+        self.cancels.stop()
         for instance in self._providers.values():
             instance.close()
         self.redis.close()
@@ -95,5 +98,6 @@ def get_runtime(app: Any) -> Runtime:
                 from .leases import LeaseKeeper
 
                 LeaseKeeper(runtime).start()
+                runtime.cancels.start()
                 _runtimes[key] = runtime
     return runtime

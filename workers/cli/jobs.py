@@ -8,8 +8,9 @@ code says succeeded, failed, timed out or not found.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import click
 
@@ -35,18 +36,62 @@ def _parse_json(value: Optional[str], what: str) -> Any:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=what) from None
 
 
+def _utf8(raw: bytes, what: str) -> str:
+    """Bytes as text, refused (as a batch line is) when they are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"not UTF-8 ({exc.reason} at byte {exc.start})", param_hint=what) from None
+
+
+def _argument(value: Optional[str], what: str) -> Optional[str]:
+    # Python decodes argv with surrogateescape: get the bytes back and
+    # decode them strictly, so a bad byte is named here, not in a traceback.
+    return None if value is None else _utf8(os.fsencode(value), what)
+
+
+def _read_messages(value: Optional[str]) -> Any:
+    """--messages JSON, @FILE or '-' (stdin): a big list cannot fit in argv."""
+    if value is None:
+        return None
+    if value == "-":
+        return _parse_json(_utf8(sys.stdin.buffer.read(), "--messages (stdin)"), "--messages")
+    if value.startswith("@"):
+        path = value[1:]
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--messages") from None
+        return _parse_json(_utf8(raw, f"--messages {path}"), f"--messages {path}")
+    return _parse_json(_argument(value, "--messages"), "--messages")
+
+
+def _parse_params(params: Tuple[str, ...]) -> Dict[str, Any]:
+    parameters: Dict[str, Any] = {}
+    for item in params:
+        key, sep, raw = _argument(item, "--param").partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            parameters[key] = json.loads(raw)
+        except ValueError:
+            parameters[key] = raw  # a bare word is a string; the job's validation judges its type
+    return parameters
+
+
 @click.command()
 @click.argument("prompt", required=False)
 @click.option("--to", "targets", multiple=True, required=True, metavar="PROVIDER:MODEL",
               help="A target; repeat for failover order.")
 @click.option("--system", "system_prompt", help="System prompt.")
-@click.option("--messages", help="Chat messages as a JSON list (instead of PROMPT).")
+@click.option("--messages", help="Chat messages as a JSON list (instead of PROMPT); @FILE reads a file, - stdin.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter (JSON value), e.g. temperature=0.2.")
 @click.option("--stream", is_flag=True, help="Publish chunks live (follow with `promptq stream ID`).")
 @click.option("--custom-id", help="Your own id for this job, kept in its record.")
 @click.option("--metadata", help="JSON object kept with the job.")
 @click.option("--max-retries", type=int, help="Retries per target before failover.")
-@click.option("--id", "job_id", help="Job id to use (submitting an existing id does nothing).")
+@click.option("--id", "job_id", help="Job id to use (the same job again does nothing; another job under it is refused).")
 @pass_state
 @redis_errors
 def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system_prompt: Optional[str],
@@ -56,21 +101,17 @@ def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system
     from promptq.tasks.job import JobValidationError
 
     if prompt == "-":
-        prompt = sys.stdin.read()
-    parameters = {}
-    for item in params:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
-        try:
-            parameters[key] = json.loads(raw)
-        except ValueError:
-            parameters[key] = raw
+        if messages == "-":
+            raise click.UsageError("stdin can feed PROMPT or --messages, not both")
+        prompt = _utf8(sys.stdin.buffer.read(), "PROMPT (stdin)")
+    else:
+        prompt = _argument(prompt, "PROMPT")
     try:
         handle = state.client.submit(
-            prompt, to=list(targets), messages=_parse_json(messages, "--messages"), system_prompt=system_prompt,
-            parameters=parameters, stream=stream, custom_id=custom_id,
-            metadata=_parse_json(metadata, "--metadata"), max_retries=max_retries, job_id=job_id,
+            prompt, to=list(targets), messages=_read_messages(messages),
+            system_prompt=_argument(system_prompt, "--system"), parameters=_parse_params(params), stream=stream,
+            custom_id=_argument(custom_id, "--custom-id"), metadata=_parse_json(_argument(metadata, "--metadata"), "--metadata"),
+            max_retries=max_retries, job_id=job_id,
         )
     except JobValidationError as exc:
         fail(f"job refused: {exc}", EXIT_USAGE)
