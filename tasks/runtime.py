@@ -70,6 +70,7 @@ class Runtime:
                     # "Fail N times, then succeed" must count across worker
                     # processes, or a retry on another worker starts at zero.
                     config.setdefault("state_url", self.settings.redis_url)
+                    config.setdefault("state_prefix", self.settings.key_prefix)
                 instance = create_provider(name, config)
                 self._providers[name] = instance
             return instance

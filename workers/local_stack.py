@@ -55,6 +55,7 @@ class WorkerProcess:
         self.name = name
         self.env = {**os.environ, "PROMPTQ_REDIS_URL": redis_url, **(env or {})}
         self.proc: Optional[subprocess.Popen] = None
+        self._last_log = ""
         self.log_path = Path(tempfile.mkstemp(prefix=f"promptq-worker-{name}-", suffix=".log")[1])
 
     @property
@@ -87,13 +88,17 @@ class WorkerProcess:
         return True
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
+        """The tail of the worker's output (kept in memory once `stop` removed the file)."""
+        if self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-8000:]
+        return self._last_log
 
     def kill(self) -> None:
         """SIGKILL: no warm shutdown, no acks, like a machine that lost power."""
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        self._close_log()
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -112,6 +117,10 @@ class WorkerProcess:
         log = getattr(self, "_log", None)
         if log and not log.closed:
             log.close()
+        # Nothing left behind in the temporary directory.
+        if self.log_path.exists():
+            self._last_log = self.log()
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "WorkerProcess":
         return self.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import click
@@ -25,6 +26,10 @@ from .context import (
     pass_state,
     redis_errors,
 )
+
+
+#: What `stream` writes to stdout when an attempt that sent text failed.
+RESET_MARKER = "[promptq: attempt {attempt} on {provider} failed; discard the text above, the next attempt starts below]"
 
 
 def _parse_json(value: Optional[str], what: str) -> Any:
@@ -144,7 +149,7 @@ def result(state: State, job_id: str, wait: bool, timeout: Optional[float], as_j
         click.echo(record.text)
     elif record.status.value == "failed":
         click.echo(f"promptq: job {job_id} failed: {(record.error or {}).get('message')}", err=True)
-    elif record.status.value != "cancelled":
+    else:  # cancelled, or not finished yet
         click.echo(f"promptq: job {job_id} is {record.status.value}", err=True)
     sys.exit(_exit_code(record.status.value, finished_required=True))
 
@@ -165,32 +170,59 @@ def status(state: State, job_id: str) -> None:
 @click.argument("job_id")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
 @click.option("--events", is_flag=True, help="Print every event as a JSON line instead of text.")
+@click.option("--hold", is_flag=True,
+              help="Print an attempt's text only once it succeeded (no reset marker ever reaches stdout).")
 @pass_state
 @redis_errors
-def stream(state: State, job_id: str, timeout: Optional[float], events: bool) -> None:
-    """Print a job's text live; a failed attempt's text is marked as discarded."""
+def stream(state: State, job_id: str, timeout: Optional[float], events: bool, hold: bool) -> None:
+    """Print a job's text live. If an attempt fails after sending text, a marker line
+    `[promptq: ... discard the text above]` goes to stdout before the next attempt's text
+    (or, with --hold, only the successful attempt's text is printed). A job submitted
+    without --stream prints its whole text when it finishes."""
     from promptq.tasks.client import JobNotFound
 
     status_word = "succeeded"
+    held: list = []  # this attempt's text, with --hold
+    printed_any = False  # text of the current attempt already written
     try:
         for event in state.client.events(job_id, timeout=timeout):
             kind = event["type"]
             if events:
                 click.echo(json.dumps(event))
             elif kind == "chunk":
-                click.echo(event["text"], nl=False)
+                if hold:
+                    held.append(event["text"])
+                else:
+                    click.echo(event["text"], nl=False)
+                printed_any = True
             elif kind == "reset":
-                click.echo(f"\n[attempt on {event.get('provider')} failed: {event.get('reason')}; text above discarded]",
+                if hold:
+                    held.clear()
+                elif printed_any:
+                    # On stdout, on a line of its own: a file written from
+                    # stdout shows where one attempt ends and the next begins.
+                    click.echo(f"\n{RESET_MARKER.format(attempt=event.get('attempt'), provider=event.get('provider'))}")
+                click.echo(f"[attempt on {event.get('provider')} failed: {event.get('reason')}; text above discarded]",
                            err=True)
+                printed_any = False
             elif kind in ("retry", "failover"):
                 where = f" -> {event['to']}" if kind == "failover" else f" in {event.get('delay_s')}s"
                 click.echo(f"[{kind}{where}: {(event.get('error') or {}).get('message')}]", err=True)
-            if kind == "error":
+            elif kind == "done":
+                if not printed_any:
+                    # Not streamed (or nothing was kept): the record has the text.
+                    record = state.client.status(job_id)
+                    held = [record.text or ""] if record is not None else held
+                if held:
+                    click.echo("".join(held), nl=False)
+            elif kind == "error":
                 status_word = "failed"
                 if not events:
-                    click.echo(f"\npromptq: job failed: {(event.get('error') or {}).get('message')}", err=True)
+                    click.echo(f"\npromptq: job {job_id} failed: {(event.get('error') or {}).get('message')}", err=True)
             elif kind == "cancelled":
                 status_word = "cancelled"
+                if not events:
+                    click.echo(f"\npromptq: job {job_id} was cancelled", err=True)
         if not events:
             click.echo()
     except JobNotFound:
@@ -202,16 +234,36 @@ def stream(state: State, job_id: str, timeout: Optional[float], events: bool) ->
 
 @click.command()
 @click.argument("job_id")
+@click.option("--wait", "wait_s", type=float, default=5.0, show_default=True,
+              help="Seconds to wait for a running job to stop before reporting `requested`.")
 @pass_state
 @redis_errors
-def cancel(state: State, job_id: str) -> None:
-    """Cancel a job that has not finished; print what happened."""
+def cancel(state: State, job_id: str, wait_s: float) -> None:
+    """Cancel a job that has not finished: print `cancelled` (or `requested` if it has
+    not stopped within --wait). A job that already finished is not changed: exit 2."""
     from promptq.tasks.client import JobNotFound
 
+    client = state.client
+    before = client.status(job_id)
+    if before is None:
+        fail(f"no job {job_id}", EXIT_NOT_FOUND)
+    if before.status.terminal:
+        fail(f"job {job_id} already {before.status.value}; nothing to cancel", EXIT_USAGE)
     try:
-        outcome = state.client.cancel(job_id)
+        outcome = client.cancel(job_id)
     except JobNotFound:
         fail(f"no job {job_id}", EXIT_NOT_FOUND)
+    if outcome == "requested":
+        # The worker hears it at once (pub/sub) and stops within a second.
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            record = client.status(job_id)
+            if record is None or record.status.terminal:
+                outcome = record.status.value if record is not None else "cancelled"
+                break
+            time.sleep(0.05)
+    if outcome in ("succeeded", "failed"):
+        fail(f"job {job_id} {outcome} before the cancel reached it", EXIT_USAGE)
     click.echo(outcome)
 
 

@@ -6,11 +6,11 @@ import json
 import os
 import sys
 import time
-from typing import Optional
+from typing import Any, List, Optional, Tuple
 
 import click
 
-from .context import EXIT_UNAVAILABLE, State, fail, pass_state, redis_errors
+from .context import EXIT_UNAVAILABLE, EXIT_USAGE, State, fail, pass_state, redis_errors
 
 CELERY_APP = "promptq.workers.celery_app"
 
@@ -32,26 +32,39 @@ def _exec_celery(state: State, args: list) -> None:
 
 @click.command()
 @click.option("--providers", "providers_csv", envvar="PROMPTQ_PROVIDERS", default=None,
-              help="Providers whose queues to consume, e.g. openai,claude (default: PROMPTQ_PROVIDERS or mock).")
+              help="Providers whose queues to consume, e.g. openai,claude (aliases such as anthropic work; "
+                   "default: PROMPTQ_PROVIDERS or mock).")
 @click.option("--pool", type=click.Choice(["threads", "gevent", "prefork", "solo"]), default=None,
               help="Execution pool (default: threads; LLM calls wait on I/O).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Jobs run at once (default 200: LLM calls mostly wait).")
-@click.option("--name", default="promptq", help="Worker group name; the node is NAME@host.")
+@click.option("--name", default=None,
+              help="Worker group name; the node is NAME@host (a NAME with '@' is the whole node name). "
+                   "Default: promptq-PID@host, so two workers on one host never share a name.")
 @click.option("--loglevel", "-l", default="INFO", help="Celery log level.")
 @click.option("--dry-run", is_flag=True, help="Print the celery command instead of running it.")
 @pass_state
 def worker(state: State, providers_csv: Optional[str], pool: Optional[str], concurrency: Optional[int],
-           name: str, loglevel: str, dry_run: bool) -> None:
-    """Run a worker consuming the given providers' queues."""
+           name: Optional[str], loglevel: str, dry_run: bool) -> None:
+    """Run a worker consuming the given providers' queues.
+
+    A provider that needs an API key the worker does not have is refused
+    (exit 2, naming the variable to set): the worker would only take its
+    jobs off the queue to fail them."""
+    from promptq.providers.registry import resolve_name
     from promptq.tasks.job import KNOWN_PROVIDERS
     from promptq.tasks.keys import Keys
 
     settings = state.settings
-    names = [p.strip() for p in (providers_csv or settings.providers).split(",") if p.strip()]
+    names = list(dict.fromkeys(resolve_name(p) for p in (providers_csv or settings.providers).split(",") if p.strip()))
     unknown = [p for p in names if p not in KNOWN_PROVIDERS]
     if unknown or not names:
         raise click.BadParameter(f"unknown provider(s) {unknown or names}; known: {', '.join(KNOWN_PROVIDERS)}",
                                  param_hint="--providers")
+    missing = missing_keys(settings, names)
+    if missing:
+        fail("; ".join(f"{provider} needs an API key: set {var} (or api_key in [providers.{provider}] of the "
+                       f"config file), or leave {provider} out of --providers" for provider, var in missing),
+             EXIT_USAGE)
     pool = pool or settings.pool
     concurrency = concurrency or settings.concurrency
     keys = Keys(settings.key_prefix)
@@ -59,12 +72,43 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
     # reads from the environment: the flags must reach it there too.
     os.environ["PROMPTQ_CONCURRENCY"] = str(concurrency)
     os.environ["PROMPTQ_POOL"] = pool
+    # exec keeps this pid: it makes the default node name unique on the host.
+    node = f"promptq-{os.getpid()}@%h" if not name else name if "@" in name else f"{name}@%h"
     args = ["worker", "-Q", ",".join(keys.queue(p) for p in names), "-P", pool, "-c", str(concurrency),
-            "-E", "-n", f"{name}@%h", "--loglevel", loglevel, "--without-mingle", "--without-gossip"]
+            "-E", "-n", node, "--loglevel", loglevel, "--without-mingle", "--without-gossip"]
     if dry_run:
         click.echo(" ".join(["celery", "-A", CELERY_APP, *args]))
         return
+    _check_redis(state)
     _exec_celery(state, args)
+
+
+def missing_keys(settings: Any, names: List[str]) -> List[Tuple[str, str]]:
+    """(provider, variable) for each provider that needs a key this worker lacks."""
+    from promptq.providers.registry import provider_class
+
+    out = []
+    for provider in names:
+        cls = provider_class(provider)
+        if not getattr(cls, "needs_key", False):
+            continue
+        configured = settings.provider_config(provider).get("api_key")
+        env_var = getattr(cls, "key_env_var", None)
+        if not configured and not (env_var and os.environ.get(env_var)):
+            out.append((provider, env_var or "api_key"))
+    return out
+
+
+@redis_errors
+def _check_redis(state: State) -> None:
+    """One clear line (exit 6) for a Redis the worker cannot use, instead of Celery's traceback."""
+    import redis
+
+    client = redis.Redis.from_url(state.settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 @click.command()
