@@ -138,6 +138,14 @@ def submit_batch(
             "input": name, "targets": json.dumps(targets or checked.chains), "lines": valid,
             "invalid": len(invalid), "submit_state": "submitting",
         })
+        # The refused lines are kept with the batch, so its results still
+        # answer every input line (tasks.batch_results).
+        refused_key = client.keys.batch_refused(batch_id)
+        pipe.delete(refused_key)
+        if invalid:
+            pipe.rpush(refused_key, *(json.dumps({"line": i.line_no, "custom_id": i.custom_id, "reason": i.reason})
+                                      for i in invalid))
+            pipe.expire(refused_key, int(client.settings.result_ttl_s * 2))
         pipe.execute()
         if checked.kept is not None:
             valid_lines: Iterable[BatchLine] = (BatchLine(n, cid, json.loads(text)) for n, cid, text in checked.kept)

@@ -58,6 +58,7 @@ class InvalidLine:
 
     line_no: int
     reason: str
+    custom_id: Optional[str] = None  # when the line had a usable one
 
     def format(self, source: str) -> str:
         """`FILE:LINE: reason`, the shape compilers use, so editors can jump to it."""
@@ -95,6 +96,8 @@ def iter_batch(
             first = seen.setdefault(custom_id, line_no)
             if first != line_no:
                 item = InvalidLine(line_no, f"duplicate custom_id {custom_id!r} (first on line {first})")
+            elif isinstance(item, InvalidLine):
+                item = InvalidLine(item.line_no, item.reason, custom_id)
         if item is not None:
             yield item
 

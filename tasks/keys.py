@@ -62,6 +62,10 @@ class Keys:
         """List of a batch's job ids in input order."""
         return f"{self.prefix}:batch:{batch_id}:jobs"
 
+    def batch_refused(self, batch_id: str) -> str:
+        """List of JSON lines refused at submission (`--skip-invalid`): line, custom_id, reason."""
+        return f"{self.prefix}:batch:{batch_id}:refused"
+
     @property
     def health_prefix(self) -> str:
         return f"{self.prefix}:health"
