@@ -109,6 +109,9 @@ def redis_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             state = click.get_current_context().find_object(State)
             where = redis_location(state.settings.redis_url) if state is not None else "Redis"
-            fail(f"cannot use Redis at {where} ({exc}); set PROMPTQ_REDIS_URL or --redis-url", EXIT_UNAVAILABLE)
+            import redis
+
+            verb = "reach" if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) else "use"
+            fail(f"cannot {verb} Redis at {where} ({exc}); set PROMPTQ_REDIS_URL or --redis-url", EXIT_UNAVAILABLE)
 
     return wrapper
