@@ -63,14 +63,17 @@ class WorkerProcess:
         assert self.proc is not None
         return f"{socket.gethostname()}:{self.proc.pid}"
 
-    def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
-        cmd = [
+    def command(self) -> list:
+        """The worker's command line: `promptq worker ...` as a user runs it."""
+        return [
             sys.executable, "-P", "-m", "promptq.workers.cli.main", "worker", "--providers", self.providers,
             "--pool", self.pool, "--concurrency", str(self.concurrency), "--name", self.name,
             "--loglevel", "INFO",
         ]
+
+    def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         client = redis.Redis.from_url(self.redis_url)
         prefix = self.env.get("PROMPTQ_KEY_PREFIX") or "promptq"
         try:
