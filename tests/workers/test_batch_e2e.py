@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.worker_process import ROOT, WorkerProcess
+from tests.worker_process import ROOT, WorkerProcess, wait_for
 
 from .conftest import provider_env
 
@@ -219,3 +219,15 @@ def test_skip_invalid_results_answer_every_input_line(redis_server, tmp_path):
     assert "prompt" in lines[4]["error"]["message"]
     assert [l["promptq"]["input_line"] for l in refused] == [1, 3, 5]
     assert lines[1]["response"]["status_code"] == 200 and lines[3]["response"]["status_code"] == 200
+
+
+def test_batch_cancel_stops_running_jobs_too(redis_server, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    path = write_jsonl(tmp_path / "slow.jsonl", [{"custom_id": f"s{i}", "prompt": f"slow {i} {tag} [[fault:slow:30]]"}
+                                                 for i in range(2)])
+    batch_id = promptq(redis_server, "batch", "submit", path, "--to", OPENAI, "-q").stdout.strip()
+    wait_for(lambda: status_json(redis_server, batch_id)["running"] == 2, 30, 0.1, "both jobs running")
+    out = promptq(redis_server, "batch", "cancel", batch_id, "--json")
+    assert json.loads(out.stdout) == {"running": 2}
+    # Abandoned, not waited out: 30 s if the calls ran to the end.
+    wait_for(lambda: status_json(redis_server, batch_id)["cancelled"] == 2, 5, 0.1, "both jobs cancelled")
