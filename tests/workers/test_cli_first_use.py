@@ -162,7 +162,7 @@ def test_bad_redis_urls_exit_6_with_one_line(redis_server, not_redis):
     db_out_of_range = redis_server.url.rsplit("/", 1)[0] + "/99"
     for url in ("notaurl", db_out_of_range, not_redis):
         for args in (["status", "abc"], ["submit", "--to", "mock:m", "hi"], ["batch", "status", "b"],
-                     ["worker", "--providers", "mock"]):
+                     ["worker", "--providers", "mock"], ["flower"], ["demo"]):
             out = run(args, env={"PROMPTQ_REDIS_URL": url})
             stderr = out.stderr.decode()
             assert out.returncode == 6, (url, args, stderr)

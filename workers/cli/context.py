@@ -115,3 +115,15 @@ def redis_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"cannot {verb} Redis at {where} ({exc}); set PROMPTQ_REDIS_URL or --redis-url", EXIT_UNAVAILABLE)
 
     return wrapper
+
+
+@redis_errors
+def require_redis(state: State) -> None:
+    """One clear line (exit 6) for a Redis the worker cannot use, instead of Celery's traceback."""
+    import redis
+
+    client = redis.Redis.from_url(state.settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    finally:
+        client.close()

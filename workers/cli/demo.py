@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import click
 import requests
 
-from .context import State, pass_state
+from .context import State, pass_state, require_redis
 
 # Shipped inside the package, so `pip install promptq && promptq demo` works anywhere.
 SAMPLE = Path(__file__).resolve().with_name("demo_batch.jsonl")
@@ -74,6 +74,8 @@ class _Runner:
 @pass_state
 def demo(state: State, ollama_model: Optional[str], out: str) -> None:
     """Run a sample batch and a live stream on a private Redis and worker."""
+    if state.redis_url or os.environ.get("PROMPTQ_REDIS_URL"):
+        require_redis(state)  # one line and exit 6, not a worker's traceback
     models = _ollama_models()
     if models is not None and not ollama_model:
         click.echo(f"A local Ollama answers (models: {', '.join(models) or 'none pulled'}). "

@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Tuple
 
 import click
 
-from .context import EXIT_UNAVAILABLE, EXIT_USAGE, State, fail, pass_state, redis_errors
+from .context import EXIT_UNAVAILABLE, EXIT_USAGE, State, fail, pass_state, redis_errors, require_redis
 
 CELERY_APP = "promptq.workers.celery_app"
 
@@ -79,7 +79,7 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
     if dry_run:
         click.echo(" ".join(["celery", "-A", CELERY_APP, *args]))
         return
-    _check_redis(state)
+    require_redis(state)
     _exec_celery(state, args)
 
 
@@ -99,24 +99,13 @@ def missing_keys(settings: Any, names: List[str]) -> List[Tuple[str, str]]:
     return out
 
 
-@redis_errors
-def _check_redis(state: State) -> None:
-    """One clear line (exit 6) for a Redis the worker cannot use, instead of Celery's traceback."""
-    import redis
-
-    client = redis.Redis.from_url(state.settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
 @click.command()
 @click.option("--port", type=int, default=5555, help="Port for Flower's web UI.")
 @click.option("--address", default="127.0.0.1", help="Address to bind (0.0.0.0 in a container).")
 @pass_state
 def flower(state: State, port: int, address: str) -> None:
     """Run Flower against promptq's app (basic auth from FLOWER_BASIC_AUTH)."""
+    require_redis(state)
     # Flower reads FLOWER_BASIC_AUTH itself; passing it as an argument would
     # show the password in every process listing.
     _exec_celery(state, ["flower", f"--port={port}", f"--address={address}"])
