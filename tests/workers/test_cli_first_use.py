@@ -158,15 +158,28 @@ def not_redis():
     server.close()
 
 
-def test_bad_redis_urls_exit_6_with_one_line(redis_server, not_redis):
+@pytest.fixture
+def silent_port():
+    """A TCP port that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+
+
+def test_bad_redis_urls_exit_6_with_one_line(redis_server, not_redis, silent_port):
     db_out_of_range = redis_server.url.rsplit("/", 1)[0] + "/99"
     for url in ("notaurl", db_out_of_range, not_redis):
-        for args in (["status", "abc"], ["submit", "--to", "mock:m", "hi"], ["batch", "status", "b"],
-                     ["worker", "--providers", "mock"], ["flower"], ["demo"]):
+        for args in (["status", "abc"], ["submit", "--to", "mock:m", "hi"], ["worker", "--providers", "mock"],
+                     ["flower"], ["demo"]):
             out = run(args, env={"PROMPTQ_REDIS_URL": url})
             stderr = out.stderr.decode()
             assert out.returncode == 6, (url, args, stderr)
             assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, (url, args, stderr)
+    # Something that accepts and never answers: a bounded wait, not a hang.
+    out = run(["status", "abc"], env={"PROMPTQ_REDIS_URL": silent_port})
+    assert out.returncode == 6 and len(out.stderr.decode().strip().splitlines()) == 1, out.stderr
 
 
 # --- workers -----------------------------------------------------------------------

@@ -47,6 +47,10 @@ class State:
         if self._client is None:
             from promptq.tasks.client import Client
 
+            # A port where something silent listens would hang the client's
+            # first read forever (it has no read timeout, rightly, for long
+            # waits): one bounded PING first turns that into exit 6.
+            ping_redis(self.settings.redis_url)
             self._client = Client(self.settings)
         return self._client
 
@@ -117,13 +121,18 @@ def redis_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@redis_errors
-def require_redis(state: State) -> None:
-    """One clear line (exit 6) for a Redis the worker cannot use, instead of Celery's traceback."""
+def ping_redis(url: str, timeout_s: float = 3.0) -> None:
+    """PING with bounded waits; raises redis errors (see `redis_errors`)."""
     import redis
 
-    client = redis.Redis.from_url(state.settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         client.ping()
     finally:
         client.close()
+
+
+@redis_errors
+def require_redis(state: State) -> None:
+    """One clear line (exit 6) for a Redis the worker cannot use, instead of Celery's traceback."""
+    ping_redis(state.settings.redis_url)
