@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import Any, Dict, Optional, Tuple
 
 import click
@@ -254,14 +253,14 @@ def cancel(state: State, job_id: str, wait_s: float) -> None:
     except JobNotFound:
         fail(f"no job {job_id}", EXIT_NOT_FOUND)
     if outcome == "requested":
-        # The worker hears it at once (pub/sub) and stops within a second.
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            record = client.status(job_id)
-            if record is None or record.status.terminal:
-                outcome = record.status.value if record is not None else "cancelled"
-                break
-            time.sleep(0.05)
+        # The worker hears it at once (pub/sub) and stops within a second;
+        # follow the job's events until its record says how it ended.
+        try:
+            outcome = client.result(job_id, timeout=wait_s).status.value
+        except TimeoutError:
+            pass  # still running: say `requested`
+        except JobNotFound:
+            outcome = "cancelled"  # expired meanwhile
     if outcome in ("succeeded", "failed"):
         fail(f"job {job_id} {outcome} before the cancel reached it", EXIT_USAGE)
     click.echo(outcome)
