@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Optional
 
 import click
 
@@ -52,6 +52,7 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
     jobs off the queue to fail them."""
     from promptq.providers.registry import resolve_name
     from promptq.tasks.job import KNOWN_PROVIDERS
+    from promptq.workers.provider_keys import advice, missing_keys
     from promptq.tasks.keys import Keys
 
     settings = state.settings
@@ -62,9 +63,7 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
                                  param_hint="--providers")
     missing = missing_keys(settings, names)
     if missing:
-        fail("; ".join(f"{provider} needs an API key: set {var} (or api_key in [providers.{provider}] of the "
-                       f"config file), or leave {provider} out of --providers" for provider, var in missing),
-             EXIT_USAGE)
+        fail("; ".join(advice(provider, var) for provider, var in missing), EXIT_USAGE)
     pool = pool or settings.pool
     concurrency = concurrency or settings.concurrency
     keys = Keys(settings.key_prefix)
@@ -81,22 +80,6 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
         return
     require_redis(state)
     _exec_celery(state, args)
-
-
-def missing_keys(settings: Any, names: List[str]) -> List[Tuple[str, str]]:
-    """(provider, variable) for each provider that needs a key this worker lacks."""
-    from promptq.providers.registry import provider_class
-
-    out = []
-    for provider in names:
-        cls = provider_class(provider)
-        if not getattr(cls, "needs_key", False):
-            continue
-        configured = settings.provider_config(provider).get("api_key")
-        env_var = getattr(cls, "key_env_var", None)
-        if not configured and not (env_var and os.environ.get(env_var)):
-            out.append((provider, env_var or "api_key"))
-    return out
 
 
 @click.command()
