@@ -2,10 +2,10 @@
 
 A worker without, say, `OPENAI_API_KEY` that consumed `promptq.openai`
 would take each job off the queue only to fail it over (or fail it). So
-`promptq worker` refuses to start for such a provider, naming the variable
-to set; and a worker started through plain Celery (`celery -A
-promptq.workers.celery_app worker -Q ...`) stops consuming that queue at
-startup and says so loudly (workers.celery_app).
+`promptq worker` leaves that queue out and says so loudly, naming the
+variable to set, and refuses to start when no provider is left; a worker
+started through plain Celery (`celery -A promptq.workers.celery_app worker
+-Q ...`) drops the queue at startup the same way (workers.celery_app).
 """
 
 from __future__ import annotations

@@ -188,10 +188,14 @@ def test_bad_redis_urls_exit_6_with_one_line(redis_server, not_redis, silent_por
 def test_worker_without_a_key_refuses_to_start_and_takes_no_job(redis_server, client):
     handle = client.submit(f"for openrouter #{uuid.uuid4().hex[:6]}", to=["openrouter:x/y"])
     env = {"PROMPTQ_REDIS_URL": redis_server.url, "OPENROUTER_API_KEY": ""}
-    out = run(["worker", "--providers", "openrouter,mock"], env=env, timeout=60)
+    out = run(["worker", "--providers", "openrouter"], env=env, timeout=60)
     assert out.returncode == 2 and b"set OPENROUTER_API_KEY" in out.stderr
     assert client.status(handle.id).status.value == "queued"
     assert client.redis.llen("promptq.openrouter") >= 1
+    # With another provider it can serve, it starts without that queue, and says so.
+    out = run(["worker", "--providers", "openrouter,mock", "--dry-run"], env=env, timeout=60)
+    assert out.returncode == 0 and b"-Q promptq.mock " in out.stdout
+    assert b"NOT consuming promptq.openrouter" in out.stderr and b"set OPENROUTER_API_KEY" in out.stderr
     client.cancel(handle.id)
 
 

@@ -47,9 +47,10 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
            name: Optional[str], loglevel: str, dry_run: bool) -> None:
     """Run a worker consuming the given providers' queues.
 
-    A provider that needs an API key the worker does not have is refused
-    (exit 2, naming the variable to set): the worker would only take its
-    jobs off the queue to fail them."""
+    A provider that needs an API key the worker does not have is left out,
+    loudly, naming the variable to set (it would only take its jobs off the
+    queue to fail them); if that leaves nothing, the worker refuses to start
+    (exit 2)."""
     from promptq.providers.registry import resolve_name
     from promptq.tasks.job import KNOWN_PROVIDERS
     from promptq.workers.provider_keys import advice, missing_keys
@@ -62,8 +63,13 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
         raise click.BadParameter(f"unknown provider(s) {unknown or names}; known: {', '.join(KNOWN_PROVIDERS)}",
                                  param_hint="--providers")
     missing = missing_keys(settings, names)
-    if missing:
+    if missing and len(missing) == len(names):
         fail("; ".join(advice(provider, var) for provider, var in missing), EXIT_USAGE)
+    for provider, var in missing:
+        # Its queue is left out of -Q: the jobs stay queued for a worker with the key.
+        click.secho(f"promptq: NOT consuming {Keys(settings.key_prefix).queue(provider)}: {advice(provider, var)}",
+                    err=True, fg="red", bold=True)
+    names = [n for n in names if n not in {p for p, _ in missing}]
     pool = pool or settings.pool
     concurrency = concurrency or settings.concurrency
     keys = Keys(settings.key_prefix)
