@@ -133,6 +133,17 @@ def test_stream_of_a_job_submitted_without_stream_prints_its_text(redis_server):
     assert out.returncode == 0 and out.stdout == f"echo: {prompt}\n"
 
 
+def test_stream_exit_code_says_failed_with_or_without_events(redis_server, fakes):
+    openai, _ = fakes
+    openai.push("invalid")
+    job_id = promptq(redis_server, "submit", "--stream", "--to", "openai:gpt-4o-mini",
+                     f"refused #{uuid.uuid4().hex[:6]}").stdout.strip()
+    out = promptq(redis_server, "stream", job_id, "--timeout", "30")
+    assert out.returncode == 1 and "failed" in out.stderr
+    out = promptq(redis_server, "stream", job_id, "--events", "--timeout", "30")
+    assert out.returncode == 1 and json.loads(out.stdout.splitlines()[-1])["type"] == "error"
+
+
 # --- Redis URLs ----------------------------------------------------------------------
 
 

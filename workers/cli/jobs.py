@@ -215,13 +215,11 @@ def stream(state: State, job_id: str, timeout: Optional[float], events: bool, ho
                 if held:
                     click.echo("".join(held), nl=False)
             elif kind == "error":
-                status_word = "failed"
-                if not events:
-                    click.echo(f"\npromptq: job {job_id} failed: {(event.get('error') or {}).get('message')}", err=True)
+                click.echo(f"\npromptq: job {job_id} failed: {(event.get('error') or {}).get('message')}", err=True)
             elif kind == "cancelled":
-                status_word = "cancelled"
-                if not events:
-                    click.echo(f"\npromptq: job {job_id} was cancelled", err=True)
+                click.echo(f"\npromptq: job {job_id} was cancelled", err=True)
+            # The exit code, with or without --events.
+            status_word = {"error": "failed", "cancelled": "cancelled"}.get(kind, status_word)
         if not events:
             click.echo()
     except JobNotFound:
