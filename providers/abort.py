@@ -4,8 +4,8 @@ A blocking HTTP call cannot be interrupted from outside, but the socket it
 waits on can be shut down: `recv` then returns at once, `requests` raises,
 and the provider reports a network error. So a caller that may want to give
 up runs the call inside `abortable()`; every HTTP connection the call uses
-(through `AbortableAdapter`) and every wait of the mock joins that scope,
-and `scope.abort()`, from any thread, shuts them down.
+(through `AbortableAdapter`), every wait of the mock and every llama.cpp
+subprocess joins that scope, and `scope.abort()`, from any thread, cuts them.
 
     with abortable() as scope:       # in the thread that calls
         provider.complete(...)
@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Set
+from typing import Any, Callable, Iterator, List, Optional, Set
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -38,6 +38,7 @@ class CallScope:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connections: Set[Any] = set()
+        self._closers: List[Callable[[], Any]] = []
         self._event = threading.Event()
         self.active = True
 
@@ -51,11 +52,24 @@ class CallScope:
                 raise CallAborted("the call was abandoned")
             self._connections.add(connection)
 
+    def on_abort(self, close: Callable[[], Any]) -> None:
+        """Also call `close()` on abort (a subprocess's kill); at once if already aborted."""
+        with self._lock:
+            if not self._event.is_set():
+                self._closers.append(close)
+                return
+        close()
+
     def abort(self) -> None:
         with self._lock:
             self._event.set()
             if not self.active:
                 return  # finished: its connections are back in the pool, someone else's now
+            for close in self._closers:
+                try:
+                    close()
+                except Exception:  # already gone
+                    pass
             for connection in self._connections:
                 sock = getattr(connection, "sock", None)
                 if sock is not None:
@@ -73,6 +87,7 @@ class CallScope:
         with self._lock:
             self.active = False
             self._connections.clear()
+            self._closers.clear()
 
 
 def current_scope() -> Optional[CallScope]:

@@ -12,6 +12,7 @@ from promptq.providers.abort import CallAborted, abortable
 from promptq.providers.error_handling import ProviderError
 from promptq.providers.mock_provider import MockProvider
 from promptq.providers.openai_provider import OpenAIProvider
+from tests.worker_process import wait_for
 
 
 def test_abort_cuts_a_blocked_http_call(fake_openai):
@@ -51,3 +52,27 @@ def test_the_mock_wait_is_abortable_too():
         threading.Timer(0.2, scope.abort).start()
         with pytest.raises(CallAborted):
             mock.complete("m", "slow")
+
+
+def test_abort_kills_a_llama_cpp_run(fake_llama_cli, tmp_path):
+    from promptq.providers.llamacpp_provider import LlamaCppProvider
+
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    provider = LlamaCppProvider({"mode": "cli", "binary": fake_llama_cli, "models_dir": str(tmp_path), "timeout": 60})
+    outcome = {}
+
+    def call():
+        with abortable() as scope:
+            outcome["scope"] = scope
+            try:
+                for piece in provider.stream("tiny", "a b c d e f g h [[fault:slow_stream:5]]"):
+                    outcome.setdefault("first", piece)
+            except ProviderError as exc:
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    wait_for(lambda: "first" in outcome, 20, 0.01, "the run to be under way")
+    outcome["scope"].abort()
+    thread.join(4)  # a word every 5 s: 35 s more if the process were left running
+    assert not thread.is_alive() and "error" in outcome
