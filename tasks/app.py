@@ -29,6 +29,11 @@ def create_app(
     keys = Keys(settings.key_prefix)
     max_connections = settings.effective_broker_max_connections
     app = Celery(main, broker=settings.redis_url, set_as_current=False)
+    if settings.redis_url.startswith("redis://"):
+        # kombu's Redis transport with one client per channel (tasks.broker).
+        from .broker import TRANSPORT
+
+        app.conf.broker_transport = TRANSPORT
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

@@ -6,8 +6,9 @@ SIGKILL leaves their unacknowledged messages for Redis's visibility timeout
 its running jobs forward every `heartbeat_s`; any worker that finds a
 deadline more than `lease_ttl_s` old re-publishes that job under a fresh
 token (so the orphaned message, if Redis ever restores it, is dropped as
-stale). Lost retries are found the same way: a waiting retry's deadline is
-its due time plus `retry_grace_s`.
+stale). A job waiting for a retry or for capacity is not here at all: it
+waits in Redis's deferred set (tasks.deferral) and leaves `inflight` in the
+same step, so neither the reaper nor a late heartbeat ever touches it.
 """
 
 from __future__ import annotations

@@ -103,6 +103,6 @@ def test_plain_celery_worker_without_a_key_leaves_that_queue_alone(redis_server,
     # Not taken off the queue to be failed: still queued, for a worker that has the key.
     assert client.status(parked.id).status.value == "queued" and client.status(parked.id).attempts == []
     assert openai.requests == []
-    health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai")
+    health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai:gpt-4o-mini")
     assert health.failures == 0 and health.circuit.value == "closed"
     client.cancel(parked.id)
