@@ -60,6 +60,6 @@ def test_demo_on_a_shared_redis_keeps_to_itself_and_leaves_no_files(tmp_path, re
         proc = subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", "demo", "--out", str(out)],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "succeeded 24/24, retried 3, failed over 3" in proc.stderr
+    assert "succeeded 24/24, rate-limited 3 (waited, not retried), retried 0, failed over 3" in proc.stderr
     assert "INTRUDER" not in out.read_text() and "INTRUDER" not in proc.stdout
     assert list(scratch.iterdir()) == []
