@@ -1,4 +1,4 @@
-"""Case 9, cancel latency: from `Client.cancel` returning to the record saying
+"""Case 13, cancel latency: from `Client.cancel` returning to the record saying
 `cancelled`, for a running job. Baseline, measured in the same run: the same
 for a queued job (the store alone, no worker involved).
 
@@ -71,10 +71,10 @@ def run(ctx: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     streamed = _phase(ctx, 0.0, True, jobs)
     blocking = _phase(ctx, 30.0, False, jobs)
     base = statistics.median(queued) * 1000
-    rows = [row("9 cancel", "queued job: cancel -> cancelled (median)", round(base, 2), "ms", note="the store alone")]
+    rows = [row("13 cancel", "queued job: cancel -> cancelled (median)", round(base, 2), "ms", note="the store alone")]
     for label, values in (("streamed", streamed), ("non-streamed", blocking)):
         median_ms = statistics.median(values) * 1000
-        rows.append(row("9 cancel", f"running {label} job: cancel -> cancelled (median)", round(median_ms, 1), "ms",
+        rows.append(row("13 cancel", f"running {label} job: cancel -> cancelled (median)", round(median_ms, 1), "ms",
                         baseline=round(base, 2), baseline_is="queued job", target="< 1000 ms",
                         met=max(values) < 1.0, note=f"max {max(values) * 1000:.0f} ms over {len(values)}"))
     return rows, {"queued_s": queued, "streamed_s": streamed, "non_streamed_s": blocking}

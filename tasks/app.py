@@ -15,6 +15,7 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from .keys import Keys
+from .lanes import PRIORITY_STEPS
 from .observer import Observer
 from .run import register_tasks
 from .settings import Settings
@@ -57,6 +58,10 @@ def create_app(
             "max_connections": max_connections,
             "socket_keepalive": True,
             "health_check_interval": 25,
+            # One Redis list per lane; BRPOP asks every interactive list
+            # before any batch one (tasks.lanes). Producers and workers
+            # must agree on the steps, so they are set here, for both.
+            "priority_steps": list(PRIORITY_STEPS),
         },
         task_default_queue=keys.queue("default"),
         task_create_missing_queues=True,

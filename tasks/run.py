@@ -37,6 +37,7 @@ from promptq.providers.error_handling import ErrorCategory, ProviderError
 from .capacity import CapacityGate
 from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
+from .lanes import route
 from .limits import scope_key
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token, start_verdict
@@ -352,8 +353,8 @@ class JobRun:
             TASK_NAME,
             args=(self.job_id, self.spec),
             kwargs={"target_index": next_index, "attempt": 1, "token": token},
-            queue=self.rt.keys.queue(next_provider),
             task_id=self.job_id,
+            **route(self.rt.keys, self.spec, next_index),  # same lane on the next queue
         )
         self.rt.store.release(self.job_id, token)
         self.rt.observer.failed_over(self.provider_name, next_provider)
