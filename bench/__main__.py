@@ -18,8 +18,9 @@ and bytes per job), and the capacity cases against a fake that enforces
 OpenAI's rate limits: ratelimit (9: 1,200 jobs at 600 rpm, both burst models,
 goodput), backlog (10: 100,000 queued jobs at 60 rpm, memory over time),
 spill (11: two targets at 600 + 300 rpm), interactive (12: time to start an
-interactive job behind a 20,000-line batch), gateway (13: what `promptq serve` adds over
-the queue path: latency, time to first token, requests/s). The default run (no --only)
+interactive job behind a 20,000-line batch), cancel (13: cancel -> cancelled
+latency of running jobs, streamed and not), gateway (14: what `promptq serve` adds
+over the queue path: latency, time to first token, requests/s). The default run (no --only)
 includes them: about 20 more minutes; --quick about 10.
 """
 
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e", "redis_cost",
-         "ratelimit", "backlog", "spill", "interactive", "gateway"]
+         "ratelimit", "backlog", "spill", "interactive", "cancel", "gateway"]
 
 
 @dataclass

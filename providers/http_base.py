@@ -18,8 +18,8 @@ from abc import abstractmethod
 from typing import Any, Dict, Generator, Iterator, List, Optional
 
 import requests
-from requests.adapters import HTTPAdapter
 
+from .abort import AbortableAdapter
 from .base import LLMProvider, Message, ProviderResult, ProviderStream, check_answer, resolve_setting, timed
 from .chunked_body import body_chunks
 from .error_handling import ErrorClassifier, malformed, map_request_errors
@@ -57,7 +57,9 @@ class HTTPProvider(LLMProvider):
         self.session = requests.Session()
         # Retries are the queue's job (with the provider's Retry-After); a
         # transport-level retry here would hide errors and double the wait.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        # Abortable: a cancelled job's call is abandoned by closing its
+        # connection from another thread (providers.abort).
+        adapter = AbortableAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 

@@ -51,6 +51,7 @@ import tempfile
 import time
 from typing import Any, Dict, Generator, Iterator, List, Optional, Tuple
 
+from .abort import current_scope
 from .base import ProviderResult, ProviderStream, Usage, check_answer, timed
 from .error_handling import ErrorCategory, ProviderError, categorize, redact, truncated
 from .params import llama_cli_args
@@ -214,6 +215,9 @@ class LlamaCLI:
             prompt_file.flush()
             argv, stops = self.command(model, prompt_file.name, parameters)
             proc = self._spawn(argv, stderr_file)
+            scope = current_scope()
+            if scope is not None:  # an abandoned call (a cancelled job) kills its run
+                scope.on_abort(proc.kill)
             try:
                 text_filter = StopFilter(stops + list(END_MARKERS))
                 parts: List[str] = []

@@ -19,6 +19,8 @@ Config::
     state_url      where per-prompt call counters live, so "fail N times then
                    succeed" holds across worker processes: "redis://..." or a
                    directory path; default: this process's memory
+    state_prefix   key prefix of those counters in Redis (default "promptq";
+                   a worker sets its own key_prefix)
 
 Directives in the prompt, system prompt or messages (stripped from the reply)::
 
@@ -52,6 +54,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence
 
+from .abort import abortable_sleep
 from .base import LLMProvider, Message, ProviderResult, ProviderStream, Usage, build_messages
 from .error_handling import RETRYABLE_CATEGORIES, ErrorCategory, ProviderError, truncated
 from .params import validate
@@ -162,15 +165,16 @@ class _FileCounter:
 class _RedisCounter:
     TTL_S = 24 * 3600
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "promptq") -> None:
         import redis  # only when asked for: the mock itself needs no Redis
 
         self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
 
     def incr(self, key: str) -> int:
         pipe = self.client.pipeline(transaction=True)
-        pipe.incr(f"promptq:mock:calls:{key}")
-        pipe.expire(f"promptq:mock:calls:{key}", self.TTL_S)
+        pipe.incr(f"{self.prefix}:mock:calls:{key}")
+        pipe.expire(f"{self.prefix}:mock:calls:{key}", self.TTL_S)
         return int(pipe.execute()[0])
 
 
@@ -182,11 +186,11 @@ def reset_fault_counters() -> None:
     _MEMORY.clear()
 
 
-def _counter(state_url: Optional[str]) -> Any:
+def _counter(state_url: Optional[str], prefix: Optional[str] = None) -> Any:
     if not state_url:
         return _MEMORY
     if state_url.startswith(("redis://", "rediss://", "unix://")):
-        return _RedisCounter(state_url)
+        return _RedisCounter(state_url, prefix or "promptq")
     return _FileCounter(state_url[7:] if state_url.startswith("file://") else state_url)
 
 
@@ -214,7 +218,7 @@ class MockProvider(LLMProvider):
     display_name = "Mock"
     needs_key = False
 
-    def __init__(self, config: Optional[Dict[str, Any]] = None, *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, config: Optional[Dict[str, Any]] = None, *, sleep: Callable[[float], None] = abortable_sleep):
         super().__init__(config)
         self.instance_name = str(self.config.get("instance_name") or "mock")
         self.reply = str(self.config.get("reply") or DEFAULT_REPLY)
@@ -228,7 +232,7 @@ class MockProvider(LLMProvider):
             Fault(s, provider=self.instance_name) if s and s != "ok" else None
             for s in _spec_list(self.config.get("faults"))
         ]
-        self._counter = _counter(self.config.get("state_url"))
+        self._counter = _counter(self.config.get("state_url"), self.config.get("state_prefix"))
         self._sleep = sleep
 
     # --- faults -------------------------------------------------------------

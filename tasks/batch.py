@@ -157,6 +157,14 @@ def submit_batch(
             "input": name, "targets": json.dumps(targets or checked.chains), "lines": valid,
             "invalid": len(invalid), "submit_state": "submitting", "lane": lane,
         })
+        # The refused lines are kept with the batch, so its results still
+        # answer every input line (tasks.batch_results).
+        refused_key = client.keys.batch_refused(batch_id)
+        pipe.delete(refused_key)
+        if invalid:
+            pipe.rpush(refused_key, *(json.dumps({"line": i.line_no, "custom_id": i.custom_id, "reason": i.reason})
+                                      for i in invalid))
+            pipe.expire(refused_key, int(client.settings.result_ttl_s * 2))
         pipe.execute()
         if checked.kept is not None:
             valid_lines: Iterable[BatchLine] = (BatchLine(n, cid, json.loads(text)) for n, cid, text in checked.kept)
@@ -209,8 +217,8 @@ def cancel_batch(client: Any, batch_id: str, chunk: int = 1000) -> Dict[str, int
     """Cancel every job not started yet; count outcomes by the store's answer.
 
     Queued and retrying jobs are cancelled (their messages are dropped when
-    a worker sees them). Running ones are left to finish; the store flags
-    them, but only a streaming job stops early, and batch jobs do not stream.
+    a worker sees them). Running ones are flagged and told by pub/sub, so
+    their workers abandon the call (tasks.cancel); they count as `running`.
     """
     batch_status(client, batch_id)  # BatchNotFound for a typo, not "0 cancelled"
     list_key = client.keys.batch_jobs(batch_id)
@@ -220,10 +228,18 @@ def cancel_batch(client: Any, batch_id: str, chunk: int = 1000) -> Dict[str, int
         pipe = client.redis.pipeline(transaction=False)
         for job_id in ids:
             client.store.cancel(job_id, batch_id, pipe=pipe)
-        for outcome in pipe.execute():
+        running = []
+        for job_id, outcome in zip(ids, pipe.execute()):
             word = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-            word = "running" if word == "requested" else word
+            if word == "requested":
+                word = "running"
+                running.append(job_id)
             counts[word] = counts.get(word, 0) + 1
+        if running:
+            pipe = client.redis.pipeline(transaction=False)
+            for job_id in running:
+                pipe.publish(client.keys.cancels, job_id)
+            pipe.execute()
     # No `cancelled` event per job: batch jobs do not stream, and a follower
     # of one reads the final record within a second anyway (Client.events).
     return counts

@@ -34,9 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from promptq.providers.error_handling import ProviderError
-from promptq.providers.params import validate as validate_parameters
-
 from .job import JobSpec, JobValidationError, Target
 
 OPENAI_URL = "/v1/chat/completions"
@@ -70,6 +67,7 @@ class InvalidLine:
 
     line_no: int
     reason: str
+    custom_id: Optional[str] = None  # when the line had a usable one
 
     def format(self, source: str) -> str:
         """`FILE:LINE: reason`, the shape compilers use, so editors can jump to it."""
@@ -107,6 +105,8 @@ def iter_batch(
             first = seen.setdefault(custom_id, line_no)
             if first != line_no:
                 item = InvalidLine(line_no, f"duplicate custom_id {custom_id!r} (first on line {first})")
+            elif isinstance(item, InvalidLine):
+                item = InvalidLine(item.line_no, item.reason, custom_id)
         if item is not None:
             yield item
 
@@ -268,14 +268,9 @@ def _spec(line_no: int, max_chars: int, renames: Dict[str, str], metadata: Optio
             job_id=_PLACEHOLDER_ID, batch_id=_PLACEHOLDER_ID, max_prompt_chars=max_chars,
             metadata={**(metadata or {}), LINE_KEY: line_no}, **fields,
         )
-        # Type errors in parameters would otherwise surface only on a worker,
-        # as an `invalid` failure, after the whole file was accepted.
-        validate_parameters(spec.parameters)
     except JobValidationError as exc:
         message = str(exc)[len(exc.field) + 2:]
         raise _LineError(f"{_rename(exc.field, renames)}: {message}") from None
-    except ProviderError as exc:
-        raise _LineError(f"{renames.get('parameters', 'parameters')}: {exc}") from None
     # The placeholders keep to_dict's key order; the submitter overwrites them.
     return spec.to_dict()
 

@@ -24,7 +24,9 @@ A failed or cancelled job has `"response": null` and `"error": {"code":
 <error category, or "cancelled">, "message": ...}`. With `partial=True`, a
 job not finished yet gets `"error": {"code": "not_finished", ...}` (its
 status is in `promptq.status`); a record that expired (`result_ttl_s`) gets
-`"code": "expired"` and, its spec being gone, `"custom_id": null`. So every
+`"code": "expired"` and, its spec being gone, `"custom_id": null`. A line
+refused at submission (`skip_invalid`) gets `"id": null`, `"error": {"code":
+"invalid_request", "message": why}` and `promptq.input_line`, in its input place. So every
 job of the batch is answered exactly once, in input order.
 """
 
@@ -97,6 +99,12 @@ def iter_results(client: Any, batch_id: str, *, partial: bool = False, chunk: in
     if not partial and not status["finished"]:
         raise BatchNotFinished(status)
     list_key = client.keys.batch_jobs(batch_id)
+    # Lines refused at submission (--skip-invalid) go back in their place:
+    # before the first job whose input line comes after theirs.
+    refused = [json.loads(r) for r in client.redis.lrange(client.keys.batch_refused(batch_id), 0, -1)]
+    refused.sort(key=lambda r: r["line"])
+    waiting = iter(refused)
+    pending = next(waiting, None)
     # LLEN once: the list only grows while a submission runs, and a
     # partial read should answer what was listed when it started.
     length = client.redis.llen(list_key)
@@ -108,7 +116,26 @@ def iter_results(client: Any, batch_id: str, *, partial: bool = False, chunk: in
             pipe.llen(client.keys.attempts(job_id))
         replies = pipe.execute()
         for n, job_id in enumerate(ids):
+            if pending is not None:  # the spec is read twice only when a refused line waits
+                input_line = _input_line(replies[2 * n])
+                while pending is not None and input_line is not None and pending["line"] < input_line:
+                    yield refused_line(pending)
+                    pending = next(waiting, None)
             yield result_line(job_id, replies[2 * n], replies[2 * n + 1])
+    while pending is not None:
+        yield refused_line(pending)
+        pending = next(waiting, None)
+
+
+def _input_line(raw_fields: Dict[Any, Any]) -> Optional[int]:
+    spec = raw_fields.get(b"spec") or raw_fields.get("spec")
+    return (json.loads(spec).get("metadata") or {}).get("input_line") if spec else None
+
+
+def refused_line(refused: Dict[str, Any]) -> Dict[str, Any]:
+    """An input line refused at submission, as an output line: no job, error `invalid_request`."""
+    return _error_line(None, refused.get("custom_id"), "invalid_request", refused["reason"],
+                       {"provider": None, "model": None, "attempts": 0, "status": "invalid", "input_line": refused["line"]})
 
 
 def result_line(job_id: str, raw_fields: Dict[Any, Any], attempts: int) -> Dict[str, Any]:
@@ -167,7 +194,7 @@ def _completion(job_id: str, f: Dict[str, str], result: Dict[str, Any]) -> Dict[
     }
 
 
-def _error_line(job_id: str, custom_id: Optional[str], code: str, message: str, meta: Dict[str, Any]) -> Dict[str, Any]:
+def _error_line(job_id: Optional[str], custom_id: Optional[str], code: str, message: str, meta: Dict[str, Any]) -> Dict[str, Any]:
     return {"id": job_id, "custom_id": custom_id, "response": None,
             "error": {"code": code, "message": message}, "promptq": meta}
 

@@ -20,8 +20,8 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 import redis
 
 from .app import create_app
-from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
-                          Send, Sleep, Subscribe, stream_item)
+from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobIdConflict, JobNotFound, Listen,
+                          Protocol, Reset, Send, Sleep, Subscribe, same_job, stream_item)
 from .events import EventPublisher
 from .job import JobSpec
 from .keys import TASK_NAME
@@ -30,7 +30,7 @@ from .settings import Settings
 from .store import JobRecord, JobStore
 from .store_calls import ScriptCall
 
-__all__ = ["Client", "JobFailedError", "JobHandle", "JobNotFound", "Reset"]
+__all__ = ["Client", "JobFailedError", "JobHandle", "JobIdConflict", "JobNotFound", "Reset", "same_job"]
 
 
 @dataclass
@@ -127,7 +127,7 @@ class Client:
         return self._run(self.core.result(job_id, timeout=timeout))
 
     def cancel(self, job_id: str) -> str:
-        """'cancelled' (it will not run), 'requested' (it stops at its next chunk), or its final status."""
+        """'cancelled' (it will not run), 'requested' (running: it stops within a second), or its final status."""
         return self._run(self.core.cancel(job_id))
 
     def events(self, job_id: str, timeout: Optional[float] = None) -> Iterator[Dict[str, Any]]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Generator, List, Optional, Sequence
 
 from .events import TERMINAL_EVENTS, decode_event, publish_call
-from .job import JobSpec
+from .job import JobSpec, JobValidationError
 from .keys import Keys
 from .lanes import route
 from .record import TERMINAL, JobRecord, new_token, record_from_replies
@@ -38,6 +38,19 @@ RECORD_POLL_S = 0.05
 
 class JobNotFound(LookupError):
     """No record for this id (never submitted, or expired after result_ttl_s)."""
+
+
+class JobIdConflict(JobValidationError):
+    """`job_id` names a job that exists and asks something else: refused, not ignored."""
+
+    def __init__(self, job_id: str):
+        super().__init__("id", f"{job_id!r} is already the id of a different job")
+
+
+def same_job(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Two specs ask the same thing (a resubmission), whenever they were made."""
+    ignored = ("created_at",)
+    return {k: v for k, v in a.items() if k not in ignored} == {k: v for k, v in b.items() if k not in ignored}
 
 
 class JobFailedError(RuntimeError):
@@ -136,6 +149,9 @@ class ClientCore:
         # fast worker never sees a message it cannot match.
         created = yield self.calls.create(data, token, send_deadline_s=self.settings.lease_ttl_s)
         if not created:
+            existing = yield from self.status(spec.id)
+            if existing is not None and not same_job(existing.spec, data):
+                raise JobIdConflict(spec.id)
             return False
         yield self.send_step(spec.id, data, target_index=0, attempt=1, token=token)
         return True
@@ -160,7 +176,10 @@ class ClientCore:
         if record is None:
             raise JobNotFound(job_id)
         outcome = _text((yield self.calls.cancel(job_id, record.spec.get("batch_id"))))
-        if outcome == "cancelled":
+        if outcome == "requested":
+            # Running: its worker process hears this and abandons the call (tasks.cancel).
+            yield Commands((("PUBLISH", self.keys.cancels, job_id),))
+        elif outcome == "cancelled":
             yield publish_call(self.keys, job_id, "cancelled", attempt=record.attempt,
                                store=bool(record.spec.get("stream")), maxlen=self.settings.stream_maxlen,
                                ttl_s=self.settings.stream_ttl_s, fields={})

@@ -15,6 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from promptq.providers.error_handling import ProviderError
+from promptq.providers.params import validate as validate_parameters
+
 from .lanes import LANES, LaneError, parse_lane
 
 #: Providers a worker can be built for. A job naming anything else would sit
@@ -179,6 +182,15 @@ class JobSpec:
             if name == "metadata" and len(encoded) > MAX_METADATA_BYTES:
                 raise JobValidationError(name, f"is {len(encoded)} bytes, the limit is {MAX_METADATA_BYTES}")
 
+        try:
+            # The same check a provider makes before a call, here at submit
+            # time: a bad type is refused now, not dead-lettered later.
+            validate_parameters(self.parameters)
+        except ProviderError as exc:
+            raise JobValidationError("parameters", str(exc)) from None
+        for name in ("prompt", "system_prompt", "messages", "parameters", "metadata", "custom_id"):
+            _refuse_bad_unicode(name, getattr(self, name))
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             "id": self.id,
@@ -280,3 +292,17 @@ def _refuse_secrets(where: str, data: Any) -> None:
     elif isinstance(data, list):
         for i, value in enumerate(data):
             _refuse_secrets(f"{where}[{i}]", value)
+
+
+def _refuse_bad_unicode(where: str, value: Any) -> None:
+    # A str holding lone surrogates is what Python makes of bytes that were
+    # not UTF-8 (argv, surrogateescape); it cannot be stored or sent. A batch
+    # line with such bytes is refused as "not UTF-8"; so is a job.
+    if value is None:
+        return
+    try:
+        (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise JobValidationError(where, f"not UTF-8 (undecodable byte at char {exc.start})") from None
+    except (TypeError, ValueError):
+        pass  # not JSON: the checks above or below name that

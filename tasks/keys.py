@@ -40,6 +40,11 @@ class Keys:
         return f"{self.prefix}:seq:{job_id}"
 
     @property
+    def cancels(self) -> str:
+        """Pub/sub channel: ids of running jobs just cancelled (tasks.cancel)."""
+        return f"{self.prefix}:cancels"
+
+    @property
     def inflight(self) -> str:
         """Sorted set: job id -> deadline by which its worker must check in."""
         return f"{self.prefix}:inflight"
@@ -56,6 +61,10 @@ class Keys:
     def batch_jobs(self, batch_id: str) -> str:
         """List of a batch's job ids in input order."""
         return f"{self.prefix}:batch:{batch_id}:jobs"
+
+    def batch_refused(self, batch_id: str) -> str:
+        """List of JSON lines refused at submission (`--skip-invalid`): line, custom_id, reason."""
+        return f"{self.prefix}:batch:{batch_id}:refused"
 
     @property
     def health_prefix(self) -> str:

@@ -44,9 +44,6 @@ from .store import JobStatus, new_token, start_verdict
 
 logger = logging.getLogger(__name__)
 
-#: How often (in chunks) a streaming job checks whether it was cancelled.
-CANCEL_CHECK_EVERY = 32
-
 
 def execute_scripts(client: Any, pipe: Any) -> List[Any]:
     """`pipe.execute(raise_on_error=False)` without redis-py's SCRIPT EXISTS.
@@ -123,6 +120,12 @@ class JobRun:
     # --- the whole story ----------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
+        # Registered before the store lets it start: a cancel that finds it
+        # running is then always heard here (tasks.cancel).
+        with self.rt.cancels.running(self.job_id):
+            return self._run()
+
+    def _run(self) -> Dict[str, Any]:
         # One round trip: claim the job, and ask the endpoint's circuit.
         pipe = self.rt.redis.pipeline(transaction=False)
         self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id,
@@ -149,25 +152,30 @@ class JobRun:
             started = time.monotonic()
             try:
                 result = self._call()
-            except JobCancelled:
-                self.rt.limiter.settle(admission, None, self.endpoint)
-                return self._finish_cancelled()
-            except ProviderError as exc:
-                error = exc
-            except Exception as exc:  # a bug must fail the attempt, not the worker
-                logger.exception("job %s: unexpected error calling %s", self.job_id, self.provider_name)
-                error = ProviderError(
-                    f"{self.provider_name} call raised {type(exc).__name__}: {exc}",
-                    category=ErrorCategory.UNKNOWN,
-                    provider=self.provider_name,
-                    retryable=False,
-                )
+            except Exception as exc:
+                if isinstance(exc, JobCancelled) or self.job_id in self.rt.cancels.cancelled:
+                    # The error, if any, is the abandoned call's (tasks.cancel).
+                    self.rt.limiter.settle(admission, None, self.endpoint)
+                    return self._finish_cancelled()
+                if isinstance(exc, ProviderError):
+                    error = exc
+                else:  # a bug must fail the attempt, not the worker
+                    error = self._unexpected(exc)
             else:
                 return self._succeed(result, time.monotonic() - started, admission)
             self.rt.limiter.settle(admission, None, self.endpoint)
             return self._handle_error(error, time.monotonic() - started)
         finally:
             self.rt.leases.discard(self.job_id)
+
+    def _unexpected(self, exc: Exception) -> ProviderError:
+        logger.exception("job %s: unexpected error calling %s", self.job_id, self.provider_name)
+        return ProviderError(
+            f"{self.provider_name} call raised {type(exc).__name__}: {exc}",
+            category=ErrorCategory.UNKNOWN,
+            provider=self.provider_name,
+            retryable=False,
+        )
 
     # --- the call -------------------------------------------------------------
 
@@ -184,11 +192,10 @@ class JobRun:
             return provider.complete(**args)
         stream = provider.stream(**args)
         # Chunk events go out from this thread, one per socket read of the
-        # provider's answer (tasks.chunk_relay); every CANCEL_CHECK_EVERY
-        # pieces that round trip also reads the cancel flag.
+        # provider's answer (tasks.chunk_relay). A cancel arrives by pub/sub
+        # (tasks.cancel), so the relay need not read the cancel flag.
         relay = ChunkRelay(self.rt.events, self.job_id, attempt=self.attempt, provider=self.provider_name,
-                           target_index=self.target_index, watch=(self.rt.keys.job(self.job_id), "cancel_requested"),
-                           cancel_every=CANCEL_CHECK_EVERY)
+                           target_index=self.target_index)
         try:
             for texts in stream.batches():
                 text = texts[0] if len(texts) == 1 else "".join(texts)
@@ -198,7 +205,8 @@ class JobRun:
                 # subscriber must discard this attempt's text), even if this
                 # very send failed half-way.
                 self.streamed_any = True
-                if relay.send(text, len(texts)):
+                relay.send(text, len(texts))
+                if self.job_id in self.rt.cancels.cancelled:  # filled by pub/sub (tasks.cancel): no I/O here
                     raise JobCancelled()
         finally:
             relay.close()

@@ -19,6 +19,7 @@ from promptq.providers import create_provider
 from promptq.providers.base import LLMProvider
 from promptq.providers.health_redis import RedisHealthStore
 
+from .cancel import CancelWatch
 from .deferral import Deferrer, Mover
 from .events import EventPublisher
 from .limiter import Limiter
@@ -66,6 +67,7 @@ class Runtime:
         self._providers: Dict[str, LLMProvider] = {}
         self._providers_lock = threading.Lock()
         self.leases: Any = None  # set by tasks.leases.LeaseKeeper.start
+        self.cancels = CancelWatch(self.redis, self.keys.cancels, self.keys.job)
 
     def provider(self, name: str) -> LLMProvider:
         """The provider instance for `name`, built from this worker's configuration."""
@@ -80,11 +82,13 @@ class Runtime:
                     # "Fail N times, then succeed" must count across worker
                     # processes, or a retry on another worker starts at zero.
                     config.setdefault("state_url", self.settings.redis_url)
+                    config.setdefault("state_prefix", self.settings.key_prefix)
                 instance = create_provider(name, config)
                 self._providers[name] = instance
             return instance
 
     def close(self) -> None:
+        self.cancels.stop()
         for instance in self._providers.values():
             instance.close()
         self.redis.close()
@@ -108,5 +112,6 @@ def get_runtime(app: Any) -> Runtime:
 
                 LeaseKeeper(runtime).start()
                 Mover(runtime.deferrer, runtime.settings.mover_interval_s).start()
+                runtime.cancels.start()
                 _runtimes[key] = runtime
     return runtime

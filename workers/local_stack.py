@@ -55,6 +55,7 @@ class WorkerProcess:
         self.name = name
         self.env = {**os.environ, "PROMPTQ_REDIS_URL": redis_url, **(env or {})}
         self.proc: Optional[subprocess.Popen] = None
+        self._last_log = ""
         self.log_path = Path(tempfile.mkstemp(prefix=f"promptq-worker-{name}-", suffix=".log")[1])
 
     @property
@@ -62,14 +63,17 @@ class WorkerProcess:
         assert self.proc is not None
         return f"{socket.gethostname()}:{self.proc.pid}"
 
-    def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
-        cmd = [
+    def command(self) -> list:
+        """The worker's command line: `promptq worker ...` as a user runs it."""
+        return [
             sys.executable, "-P", "-m", "promptq.workers.cli.main", "worker", "--providers", self.providers,
             "--pool", self.pool, "--concurrency", str(self.concurrency), "--name", self.name,
             "--loglevel", "INFO",
         ]
+
+    def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         client = redis.Redis.from_url(self.redis_url)
         prefix = self.env.get("PROMPTQ_KEY_PREFIX") or "promptq"
         try:
@@ -87,13 +91,17 @@ class WorkerProcess:
         return True
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
+        """The tail of the worker's output (kept in memory once `stop` removed the file)."""
+        if self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-8000:]
+        return self._last_log
 
     def kill(self) -> None:
         """SIGKILL: no warm shutdown, no acks, like a machine that lost power."""
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        self._close_log()
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -112,6 +120,10 @@ class WorkerProcess:
         log = getattr(self, "_log", None)
         if log and not log.closed:
             log.close()
+        # Nothing left behind in the temporary directory.
+        if self.log_path.exists():
+            self._last_log = self.log()
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "WorkerProcess":
         return self.start()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from promptq.tasks.client import JobFailedError, JobNotFound, Reset
+from promptq.tasks.client import JobFailedError, JobIdConflict, JobNotFound, Reset
 from promptq.tasks.job import JobValidationError
 from promptq.tasks.keys import TASK_NAME
 from promptq.tasks.store import JobStatus
@@ -84,9 +84,12 @@ def test_submit_sends_a_json_message_to_the_first_targets_queue(client, queue_me
     assert job_id == "j1" and spec["targets"] == ["ollama:llama3.2:1b", "openai:gpt-4o"] and spec["stream"] is True
     assert message["kwargs"] == {"target_index": 0, "attempt": 1, "token": token_of(redis_client, keys, "j1")}
     assert client.status("j1").status is JobStatus.QUEUED
-    # Same id again: no second record, no second message.
-    again = client.submit("other", to=["openai:gpt-4o"], job_id="j1")
+    # Same job, same id again: no second record, no second message.
+    again = client.submit("hi", to=["ollama:llama3.2:1b", "openai:gpt-4o"], job_id="j1", stream=True)
     assert again.created is False
+    # Another job under that id is refused, not silently dropped.
+    with pytest.raises(JobIdConflict, match="different job"):
+        client.submit("other", to=["openai:gpt-4o"], job_id="j1")
     assert redis_client.llen("promptq.ollama") == 1 and redis_client.llen("promptq.openai") == 0
     assert client.status("j1").spec["prompt"] == "hi"
 

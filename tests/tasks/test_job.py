@@ -261,3 +261,22 @@ def test_from_dict_refuses_non_objects():
     with pytest.raises(JobValidationError) as info:
         JobSpec.from_dict(["id", "targets"])
     assert info.value.field == "job"
+
+
+# --- the checks a batch line gets, for every job (issue 9) --------------------------
+
+
+def test_parameter_types_are_checked_at_submit_as_for_a_batch_line():
+    err = refused("parameters", parameters={"temperature": "hot"})
+    assert "invalid parameter 'temperature': expected a number, got str" in str(err)
+    refused("parameters", parameters={"max_tokens": 0})
+    assert make(parameters={"temperature": 0.2, "max_tokens": 16}).parameters["max_tokens"] == 16
+
+
+def test_text_that_was_not_utf8_is_refused():
+    # What Python makes of argv bytes that are not UTF-8 (surrogateescape).
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")
+    assert "not UTF-8" in str(refused("prompt", prompt=bad))
+    refused("system_prompt", system_prompt=bad)
+    refused("metadata", metadata={"note": bad})
+    refused("messages", prompt=None, messages=[{"role": "user", "content": bad}])

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from openai.types.chat import ChatCompletion
 
-from tests.worker_process import ROOT, WorkerProcess
+from tests.worker_process import ROOT, WorkerProcess, wait_for
 
 from .conftest import provider_env
 
@@ -225,3 +225,42 @@ def test_unknown_batch_is_exit_4(redis_server):
     for command in ("status", "wait", "results", "cancel"):
         out = promptq(redis_server, "batch", command, "no-such-batch")
         assert out.returncode == 4 and "no batch no-such-batch" in out.stderr, (command, out.stderr)
+
+
+def test_skip_invalid_results_answer_every_input_line(redis_server, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"custom_id": "bad-first", "prompt": "x", "parameters": {"temperature": "hot"}}),
+        json.dumps({"custom_id": "ok-1", "prompt": f"first {tag}"}),
+        "{not json",
+        json.dumps({"custom_id": "ok-2", "prompt": f"second {tag}"}),
+        json.dumps({"custom_id": "bad-last", "prompt": ""}),
+    ]) + "\n")
+    out = promptq(redis_server, "batch", "submit", str(path), "--to", OPENAI, "--skip-invalid", "-q")
+    assert out.returncode == 0, out.stderr
+    batch_id = out.stdout.strip()
+    assert promptq(redis_server, "batch", "wait", batch_id, "--timeout", "60", "-q").returncode == 0
+    results = tmp_path / "out.jsonl"
+    assert promptq(redis_server, "batch", "results", batch_id, "-o", str(results)).returncode == 0
+    lines = read_results(results)
+    assert [l["custom_id"] for l in lines] == ["bad-first", "ok-1", None, "ok-2", "bad-last"]
+    refused = [lines[0], lines[2], lines[4]]
+    assert all(l["error"]["code"] == "invalid_request" and l["response"] is None and l["id"] is None for l in refused)
+    assert "invalid parameter 'temperature'" in lines[0]["error"]["message"]
+    assert "invalid JSON" in lines[2]["error"]["message"]
+    assert "prompt" in lines[4]["error"]["message"]
+    assert [l["promptq"]["input_line"] for l in refused] == [1, 3, 5]
+    assert lines[1]["response"]["status_code"] == 200 and lines[3]["response"]["status_code"] == 200
+
+
+def test_batch_cancel_stops_running_jobs_too(redis_server, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    path = write_jsonl(tmp_path / "slow.jsonl", [{"custom_id": f"s{i}", "prompt": f"slow {i} {tag} [[fault:slow:30]]"}
+                                                 for i in range(2)])
+    batch_id = promptq(redis_server, "batch", "submit", path, "--to", OPENAI, "-q").stdout.strip()
+    wait_for(lambda: status_json(redis_server, batch_id)["running"] == 2, 30, 0.1, "both jobs running")
+    out = promptq(redis_server, "batch", "cancel", batch_id, "--json")
+    assert json.loads(out.stdout) == {"running": 2}
+    # Abandoned, not waited out: 30 s if the calls ran to the end.
+    wait_for(lambda: status_json(redis_server, batch_id)["cancelled"] == 2, 5, 0.1, "both jobs cancelled")

@@ -41,3 +41,25 @@ def test_demo_runs_batch_and_stream_then_cleans_up(tmp_path):
     except redis.ConnectionError:
         alive = False
     assert not alive, "the demo left its Redis running"
+
+
+def test_demo_on_a_shared_redis_keeps_to_itself_and_leaves_no_files(tmp_path, redis_server):
+    """Another worker on the same Redis consumes `promptq.mock` with a different
+    reply: none of the demo's jobs may be answered by it. And the temporary
+    directory the demo used (config, worker log) is left empty."""
+    from tests.worker_process import WorkerProcess
+
+    intruder_config = tmp_path / "intruder.toml"
+    intruder_config.write_text('[providers.mock]\nreply = "INTRUDER ANSWERED"\n')
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "results.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTQ_")}
+    env.update(PYTHONPATH=str(ROOT), PROMPTQ_REDIS_URL=redis_server.url, TMPDIR=str(scratch))
+    with WorkerProcess(redis_server.url, ["mock"], env={"PROMPTQ_CONFIG": str(intruder_config)}, name="intruder"):
+        proc = subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", "demo", "--out", str(out)],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "succeeded 24/24, rate-limited 3 (waited, not retried), retried 0, failed over 3" in proc.stderr
+    assert "INTRUDER" not in out.read_text() and "INTRUDER" not in proc.stdout
+    assert list(scratch.iterdir()) == []

@@ -3,6 +3,7 @@ pickled message is refused without harming the worker."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import pytest
@@ -73,7 +74,19 @@ def test_pickled_message_is_refused_and_worker_keeps_going(redis_server, openai,
         assert not any("pickled" in str(r.body) for r in openai.requests)
 
 
-def test_worker_without_a_key_fails_over_without_hurting_shared_health(redis_server, openai, client):
+class PlainCeleryWorker(WorkerProcess):
+    """Started as `celery -A promptq.workers.celery_app worker`, without `promptq worker`'s checks."""
+
+    def command(self) -> list:
+        queues = ",".join(f"promptq.{p}" for p in self.providers.split(","))
+        return [sys.executable, "-P", "-m", "celery", "-A", "promptq.workers.celery_app", "worker", "-Q", queues,
+                "-P", self.pool, "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--without-mingle",
+                "--without-gossip", "--loglevel", "INFO"]
+
+
+def test_plain_celery_worker_without_a_key_leaves_that_queue_alone(redis_server, openai, client):
+    # `promptq worker` refuses to start without the key (tests/workers/test_cli_first_use.py); a
+    # worker started through plain Celery stops consuming that queue, loudly, and serves the others.
     from tests.fakes.anthropic_server import FakeAnthropic
 
     from promptq.providers.health_redis import RedisHealthStore
@@ -81,12 +94,15 @@ def test_worker_without_a_key_fails_over_without_hurting_shared_health(redis_ser
     with FakeAnthropic(api_key="sk-ant-test-keyed-012345") as anthropic:
         env = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": openai.base_url,
                "ANTHROPIC_API_KEY": "sk-ant-test-keyed-012345", "ANTHROPIC_BASE_URL": anthropic.base_url}
-        with WorkerProcess(redis_server.url, ["openai", "claude"], env=env, name="keyless"):
-            handle = client.submit("who has a key?", to=["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"])
-            record = client.result(handle.id, timeout=30)
-    assert record.status.value == "succeeded" and record.result["provider"] == "claude"
-    error = record.attempts[0]["error"]
-    assert error["error_type"] == "missing_key" and "OPENAI_API_KEY" in error["message"]
-    assert openai.requests == []  # never called without a key
+        with PlainCeleryWorker(redis_server.url, ["openai", "claude"], env=env, name="keyless") as worker:
+            parked = client.submit("who has a key?", to=["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"])
+            served = client.submit("claude, please", to=["claude:claude-3-5-haiku-latest"])
+            assert client.result(served.id, timeout=30).status.value == "succeeded"
+            log = worker.log()
+    assert "NOT consuming promptq.openai" in log and "set OPENAI_API_KEY" in log
+    # Not taken off the queue to be failed: still queued, for a worker that has the key.
+    assert client.status(parked.id).status.value == "queued" and client.status(parked.id).attempts == []
+    assert openai.requests == []
     health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai:gpt-4o-mini")
     assert health.failures == 0 and health.circuit.value == "closed"
+    client.cancel(parked.id)

@@ -228,7 +228,7 @@ def results(state: State, batch_id: str, output: Optional[str], partial: bool) -
 @pass_state
 @redis_errors
 def cancel(state: State, batch_id: str, as_json: bool) -> None:
-    """Cancel every job of the batch that has not started; running ones finish."""
+    """Cancel every job of the batch: what has not started never will, running ones stop within a second."""
     from promptq.tasks.batch import BatchNotFound, cancel_batch
 
     try:
@@ -239,7 +239,7 @@ def cancel(state: State, batch_id: str, as_json: bool) -> None:
         click.echo(json.dumps(counts))
         return
     click.echo(f"cancelled {counts.get('cancelled', 0)} job(s) of batch {batch_id}")
-    for word, label in (("running", "still running (will finish)"), ("succeeded", "had succeeded"),
+    for word, label in (("running", "were running (told to stop)"), ("succeeded", "had succeeded"),
                         ("failed", "had failed"), ("missing", "had no record")):
         if counts.get(word):
             click.echo(f"  {counts[word]} {label}")

@@ -14,13 +14,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import click
 import requests
 
-from .context import State, pass_state
+from .context import State, pass_state, require_redis
 
 # Shipped inside the package, so `pip install promptq && promptq demo` works anywhere.
 SAMPLE = Path(__file__).resolve().with_name("demo_batch.jsonl")
@@ -73,8 +74,8 @@ class _Runner:
 @pass_state
 def demo(state: State, ollama_model: Optional[str], out: str) -> None:
     """Run a sample batch and a live stream on a private Redis and worker."""
-    from promptq.workers.local_stack import LocalStack
-
+    if state.redis_url or os.environ.get("PROMPTQ_REDIS_URL"):
+        require_redis(state)  # one line and exit 6, not a worker's traceback
     models = _ollama_models()
     if models is not None and not ollama_model:
         click.echo(f"A local Ollama answers (models: {', '.join(models) or 'none pulled'}). "
@@ -83,9 +84,21 @@ def demo(state: State, ollama_model: Optional[str], out: str) -> None:
     targets = [first, "mock:steady"]
 
     config = Path(tempfile.mkstemp(prefix="promptq-demo-", suffix=".toml")[1])
-    config.write_text(MOCK_CONFIG)
+    try:
+        config.write_text(MOCK_CONFIG)
+        _run_demo(state, config, targets, ollama_model, out)
+    finally:
+        config.unlink(missing_ok=True)
+
+
+def _run_demo(state: State, config: Path, targets: List[str], ollama_model: Optional[str], out: str) -> None:
+    from promptq.workers.local_stack import LocalStack
+
+    # Its own key prefix: on a shared Redis, other workers (consuming
+    # `promptq.mock`) must not answer the demo's jobs, nor the demo's worker theirs.
+    prefix = f"promptq-demo-{uuid.uuid4().hex[:8]}"
     worker_env = {"PROMPTQ_CONFIG": str(config), "PROMPTQ_HEARTBEAT_S": "1", "PROMPTQ_LEASE_TTL_S": "10",
-                  "PROMPTQ_HEALTH_FAILURE_THRESHOLD": "10"}
+                  "PROMPTQ_HEALTH_FAILURE_THRESHOLD": "10", "PROMPTQ_KEY_PREFIX": prefix}
     with LocalStack(redis_url=state.redis_url or os.environ.get("PROMPTQ_REDIS_URL")) as stack:
         if stack.private_redis:
             _say(f"Started a private Redis at {stack.redis_url} (PROMPTQ_REDIS_URL was not set)")
@@ -93,8 +106,8 @@ def demo(state: State, ollama_model: Optional[str], out: str) -> None:
             _say(f"Using the Redis at {stack.redis_url}")
         providers = ["mock"] + (["ollama"] if ollama_model else [])
         worker = stack.add_worker(providers, env=worker_env, concurrency=8, name="demo")
-        _say(f"Started a worker (pid {worker.proc.pid}) on queues {', '.join('promptq.' + p for p in providers)}")
-        run = _Runner({**os.environ, "PROMPTQ_REDIS_URL": stack.redis_url})
+        _say(f"Started a worker (pid {worker.proc.pid}) on queues {', '.join(f'{prefix}.{p}' for p in providers)}")
+        run = _Runner({**os.environ, "PROMPTQ_REDIS_URL": stack.redis_url, "PROMPTQ_KEY_PREFIX": prefix})
 
         _say(f"Submitting the sample batch {SAMPLE.name}: targets {' then '.join(targets)}; "
              "some lines are rate-limited once (they wait, no retry spent), some are refused by the first target (failover)")
@@ -121,7 +134,6 @@ def demo(state: State, ollama_model: Optional[str], out: str) -> None:
         _say(f"Results of every batch line: {out}")
         click.echo(f"Inspect them with: head -3 {out}", err=True)
         _say("Stopping the worker" + (" and the private Redis" if stack.private_redis else ""))
-    config.unlink(missing_ok=True)
 
 
 COMMANDS = [demo]

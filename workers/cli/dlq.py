@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Tuple
 
 import click
 
-from .context import State, pass_state, redis_errors
+from .context import EXIT_NOT_FOUND, EXIT_USAGE, State, pass_state, redis_errors
 
 
 @click.group()
@@ -47,17 +48,27 @@ def requeue(state: State, job_ids: Tuple[str, ...], all_: bool) -> None:
     ids = client.store.dead_letters(1_000_000) if all_ else list(job_ids)
     if not ids:
         raise click.UsageError("name job ids or give --all")
-    requeued = 0
+    requeued = missing = refused = 0
     for job_id in ids:
         record = client.store.get(job_id)
+        if record is None:
+            click.echo(f"promptq: no job {job_id}; skipped", err=True)
+            missing += 1
+            continue
         token = new_token()
-        if record is None or not client.store.requeue_failed(job_id, token, record.spec.get("batch_id")):
-            click.echo(f"promptq: {job_id} is not a failed job; skipped", err=True)
+        if not client.store.requeue_failed(job_id, token, record.spec.get("batch_id")):
+            click.echo(f"promptq: job {job_id} is {record.status.value}, not failed; skipped", err=True)
+            refused += 1
             continue
         client.send(job_id, record.spec, target_index=0, attempt=1, token=token)
         requeued += 1
         click.echo(job_id)
     click.echo(f"requeued {requeued} job(s)", err=True)
+    # Like `result`: an id that names no job is exit 4, one that is not failed exit 2.
+    if missing:
+        sys.exit(EXIT_NOT_FOUND)
+    if refused:
+        sys.exit(EXIT_USAGE)
 
 
 COMMANDS = [dlq]

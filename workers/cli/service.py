@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-from .context import EXIT_UNAVAILABLE, State, fail, pass_state, redis_errors
+from .context import EXIT_UNAVAILABLE, EXIT_USAGE, State, fail, pass_state, redis_errors, require_redis
 
 CELERY_APP = "promptq.workers.celery_app"
 
@@ -32,26 +32,44 @@ def _exec_celery(state: State, args: list) -> None:
 
 @click.command()
 @click.option("--providers", "providers_csv", envvar="PROMPTQ_PROVIDERS", default=None,
-              help="Providers whose queues to consume, e.g. openai,claude (default: PROMPTQ_PROVIDERS or mock).")
+              help="Providers whose queues to consume, e.g. openai,claude (aliases such as anthropic work; "
+                   "default: PROMPTQ_PROVIDERS or mock).")
 @click.option("--pool", type=click.Choice(["threads", "gevent", "prefork", "solo"]), default=None,
               help="Execution pool (default: threads; LLM calls wait on I/O).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Jobs run at once (default 200: LLM calls mostly wait).")
-@click.option("--name", default="promptq", help="Worker group name; the node is NAME@host.")
+@click.option("--name", default=None,
+              help="Worker group name; the node is NAME@host (a NAME with '@' is the whole node name). "
+                   "Default: promptq-PID@host, so two workers on one host never share a name.")
 @click.option("--loglevel", "-l", default="INFO", help="Celery log level.")
 @click.option("--dry-run", is_flag=True, help="Print the celery command instead of running it.")
 @pass_state
 def worker(state: State, providers_csv: Optional[str], pool: Optional[str], concurrency: Optional[int],
-           name: str, loglevel: str, dry_run: bool) -> None:
-    """Run a worker consuming the given providers' queues."""
+           name: Optional[str], loglevel: str, dry_run: bool) -> None:
+    """Run a worker consuming the given providers' queues.
+
+    A provider that needs an API key the worker does not have is left out,
+    loudly, naming the variable to set (it would only take its jobs off the
+    queue to fail them); if that leaves nothing, the worker refuses to start
+    (exit 2)."""
+    from promptq.providers.registry import resolve_name
     from promptq.tasks.job import KNOWN_PROVIDERS
+    from promptq.workers.provider_keys import advice, missing_keys
     from promptq.tasks.keys import Keys
 
     settings = state.settings
-    names = [p.strip() for p in (providers_csv or settings.providers).split(",") if p.strip()]
+    names = list(dict.fromkeys(resolve_name(p) for p in (providers_csv or settings.providers).split(",") if p.strip()))
     unknown = [p for p in names if p not in KNOWN_PROVIDERS]
     if unknown or not names:
         raise click.BadParameter(f"unknown provider(s) {unknown or names}; known: {', '.join(KNOWN_PROVIDERS)}",
                                  param_hint="--providers")
+    missing = missing_keys(settings, names)
+    if missing and len(missing) == len(names):
+        fail("; ".join(advice(provider, var) for provider, var in missing), EXIT_USAGE)
+    for provider, var in missing:
+        # Its queue is left out of -Q: the jobs stay queued for a worker with the key.
+        click.secho(f"promptq: NOT consuming {Keys(settings.key_prefix).queue(provider)}: {advice(provider, var)}",
+                    err=True, fg="red", bold=True)
+    names = [n for n in names if n not in {p for p, _ in missing}]
     pool = pool or settings.pool
     concurrency = concurrency or settings.concurrency
     keys = Keys(settings.key_prefix)
@@ -59,11 +77,14 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
     # reads from the environment: the flags must reach it there too.
     os.environ["PROMPTQ_CONCURRENCY"] = str(concurrency)
     os.environ["PROMPTQ_POOL"] = pool
+    # exec keeps this pid: it makes the default node name unique on the host.
+    node = f"promptq-{os.getpid()}@%h" if not name else name if "@" in name else f"{name}@%h"
     args = ["worker", "-Q", ",".join(keys.queue(p) for p in names), "-P", pool, "-c", str(concurrency),
-            "-E", "-n", f"{name}@%h", "--loglevel", loglevel, "--without-mingle", "--without-gossip"]
+            "-E", "-n", node, "--loglevel", loglevel, "--without-mingle", "--without-gossip"]
     if dry_run:
         click.echo(" ".join(["celery", "-A", CELERY_APP, *args]))
         return
+    require_redis(state)
     _exec_celery(state, args)
 
 
@@ -73,6 +94,7 @@ def worker(state: State, providers_csv: Optional[str], pool: Optional[str], conc
 @pass_state
 def flower(state: State, port: int, address: str) -> None:
     """Run Flower against promptq's app (basic auth from FLOWER_BASIC_AUTH)."""
+    require_redis(state)
     # Flower reads FLOWER_BASIC_AUTH itself; passing it as an argument would
     # show the password in every process listing.
     _exec_celery(state, ["flower", f"--port={port}", f"--address={address}"])
