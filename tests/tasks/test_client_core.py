@@ -45,9 +45,12 @@ def test_submit_creates_then_sends_then_releases(core):
 
 
 def test_submit_of_an_existing_id_sends_nothing(core):
-    steps = core.submit(core.validate(targets=["mock:m"], prompt="hi", job_id="j1"))
+    spec = core.validate(targets=["mock:m"], prompt="hi", job_id="j1")
+    steps = core.submit(spec)
     first(steps)
-    assert finish(steps, 0) is False
+    read = steps.send(0)  # the record exists: is it the same job?
+    assert read.commands[0] == ("HGETALL", "promptq:job:j1")
+    assert finish(steps, [{b"status": b"queued", b"spec": json.dumps(spec.to_dict()).encode()}, []]) is False
 
 
 def test_follower_of_a_finished_job_reads_its_record_without_waiting(core):
@@ -103,4 +106,6 @@ def test_cancel_publishes_only_when_it_cancelled(core):
     steps = core.cancel("j1")
     first(steps)
     steps.send(record_reply("running"))
-    assert finish(steps, b"requested") == "requested"
+    signal = steps.send(b"requested")  # running: its worker hears of it on the cancels channel
+    assert signal == Commands((("PUBLISH", "promptq:cancels", "j1"),))
+    assert finish(steps, [1]) == "requested"

@@ -32,6 +32,7 @@ import redis
 from starlette.requests import Request
 
 from promptq.tasks.async_client import AsyncClient
+from promptq.tasks.client_core import JobIdConflict
 from promptq.tasks.job import JobValidationError
 from promptq.tasks.store import JobRecord
 
@@ -130,6 +131,9 @@ def idempotent_job_id(request: Request, api: str) -> Optional[str]:
 async def submit(state: ServerState, renames: Dict[str, str], **job: Any) -> str:
     try:
         handle = await state.client.submit(**job)
+    except JobIdConflict:
+        raise ApiError(409, "Idempotency-Key: already used for a different request", param="Idempotency-Key",
+                       code="idempotency_key_reused", should_retry=False) from None
     except JobValidationError as exc:
         raise invalid_field(exc, renames) from None
     except redis.RedisError as exc:

@@ -10,6 +10,7 @@ import sys
 import uuid
 
 import httpx
+import openai
 import pytest
 
 from promptq.tasks.client import Client
@@ -131,40 +132,11 @@ def test_idempotent_retry_follows_the_first_job(openai_client):
     first = openai_client.chat.completions.with_raw_response.create(
         model="mock:m", messages=messages, extra_headers={"Idempotency-Key": key})
     second = openai_client.chat.completions.with_raw_response.create(
-        model="mock:m", messages=messages, stream=True, extra_headers={"Idempotency-Key": key})
+        model="mock:m", messages=messages, extra_headers={"Idempotency-Key": key})
     assert first.headers["x-promptq-job-id"] == second.headers["x-promptq-job-id"]
-    text = "".join(c.choices[0].delta.content or "" for c in second.parse() if c.choices)
-    assert text == first.parse().choices[0].message.content
-
-
-def test_a_waiting_stream_gets_keepalives_the_sdks_skip(redis_server, mock_worker, server_config, tmp_path):
-    import anthropic
-    import openai
-
-    chatty = ServeProcess(redis_server.url, server_config, tmp_path, args=["--keepalive", "0.2"]).start()
-    # Rate-limited for 1.5 s first: the stream has nothing to say meanwhile.
-    content = f"[[fault:rate_limit:1.5:once]] wait for it {tag()}"
-    try:
-        with httpx.stream("POST", f"{chatty.base}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
-                          json={"model": "mock:m", "stream": True, "messages": [{"role": "user", "content": content}]},
-                          timeout=30) as response:
-            lines = [line for line in response.iter_lines() if line]
-        first_text = next(i for i, line in enumerate(lines) if '"content":"mock' in line)
-        assert ": keep-alive" in lines[:first_text] and lines[-1] == "data: [DONE]"
-        with openai.OpenAI(base_url=f"{chatty.base}/v1", api_key=API_KEY) as client:
-            chunks = list(client.chat.completions.create(
-                model="mock:m", stream=True, messages=[{"role": "user", "content": content + " again"}]))
-        assert "wait for it" in "".join(c.choices[0].delta.content or "" for c in chunks)
-        body = {"model": "mock:m", "max_tokens": 20, "stream": True,
-                "messages": [{"role": "user", "content": content + " once more"}]}
-        with httpx.stream("POST", f"{chatty.base}/v1/messages", headers={"x-api-key": API_KEY}, json=body,
-                          timeout=30) as response:
-            events = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
-        assert events.count("ping") > 1 and events[-1] == "message_stop"
-        with anthropic.Anthropic(base_url=chatty.base, api_key=API_KEY) as client:
-            with client.messages.stream(model="mock:m", max_tokens=20,
-                                        messages=[{"role": "user", "content": content + " last"}]) as stream:
-                text = stream.get_final_message().content[0].text
-        assert "wait for it" in text
-    finally:
-        chatty.stop()
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    # The same key for another request is refused, not answered with the first one's result.
+    with pytest.raises(openai.ConflictError) as info:
+        openai_client.chat.completions.create(model="mock:m", messages=messages, stream=True,
+                                              extra_headers={"Idempotency-Key": key})
+    assert info.value.code == "idempotency_key_reused"
