@@ -47,11 +47,15 @@ def create_app(
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
         broker_pool_limit=max_connections,
+        # Reliable fetch (tasks.reliable_fetch): a fetched message stays in
+        # Redis, in this process's processing list, until it is acknowledged.
+        broker_transport="promptq.tasks.reliable_fetch:Transport",
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "max_connections": max_connections,
             "socket_keepalive": True,
             "health_check_interval": 25,
+            "promptq_key_prefix": settings.key_prefix,
         },
         task_default_queue=keys.queue("default"),
         task_create_missing_queues=True,

@@ -22,13 +22,15 @@ from typing import Any, Dict, List, Optional
 
 import redis
 from celery import Celery
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 
 from promptq.providers.backoff import retry_delay_s
 from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
+from . import test_hooks
 from .keys import TASK_NAME
+from .redis_wait import is_transient, wait_for_redis
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token
 
@@ -110,7 +112,7 @@ class JobRun:
     # --- the whole story ----------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
-        verdict = self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id)
+        verdict = self._start()
         if verdict != "run":
             # Redelivered after success, superseded by a newer message, or
             # cancelled: acknowledge and do nothing, above all no provider call.
@@ -138,6 +140,25 @@ class JobRun:
             return self._handle_error(error, time.monotonic() - started)
         finally:
             self.rt.leases.discard(self.job_id)
+
+    def _start(self) -> str:
+        """The store's verdict on this delivery; never lets a failed start acknowledge the message.
+
+        Redis down, restarting or full: wait for it (one log line per try),
+        since without it nothing can run anyway. Any other error: the
+        message goes back to the queue (Reject with requeue) rather than
+        being acknowledged as a failure, which would lose a job that never ran.
+        """
+        test_hooks.pause("before_start", self.job_id)
+        try:
+            return wait_for_redis(
+                lambda: self.rt.store.start(self.job_id, self.token, self.rt.worker_name,
+                                            self.rt.settings.lease_ttl_s, self.batch_id),
+                f"job {self.job_id}: start",
+            )
+        except Exception as exc:
+            logger.error("job %s: could not start (%s: %s); message requeued", self.job_id, type(exc).__name__, exc)
+            raise Reject(exc, requeue=True) from exc
 
     # --- the call -------------------------------------------------------------
 
@@ -183,21 +204,32 @@ class JobRun:
     # --- outcomes ---------------------------------------------------------------
 
     def _succeed(self, result: ProviderResult, elapsed_s: float) -> Dict[str, Any]:
-        # One round trip: health, attempt, record and `done` event, in that order.
-        pipe = self.rt.redis.pipeline(transaction=False)
-        self.rt.health.record_success(self.provider_name, result.latency_s or elapsed_s, pipe=pipe)
         usage = result.usage.to_dict()
         self.rt.observer.request_finished(self.provider_name, ok=True, latency_s=elapsed_s, usage=usage)
         payload = result.to_dict()
         payload["target"] = f"{self.provider_name}:{self.model}"
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
-        self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
-        self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id, usage=usage, pipe=pipe)
-        self._emit(
-            "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
-            model=result.model, finish_reason=result.finish_reason,
-        )
-        health, *replies = execute_scripts(self.rt.redis, pipe)
+
+        def write() -> List[Any]:
+            # One round trip: health, attempt, record and `done` event, in that order.
+            pipe = self.rt.redis.pipeline(transaction=False)
+            self.rt.health.record_success(self.provider_name, result.latency_s or elapsed_s, pipe=pipe)
+            self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
+            self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id,
+                                 usage=usage, pipe=pipe)
+            self._emit(
+                "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
+                model=result.model, finish_reason=result.finish_reason,
+            )
+            replies = execute_scripts(self.rt.redis, pipe)
+            for reply in replies:
+                if isinstance(reply, Exception) and is_transient(reply):
+                    raise reply  # e.g. OOM: try the whole write again once memory frees up
+            return replies
+
+        # The answer is paid for: if Redis is away, wait to record it rather
+        # than fail the task and have the job called again.
+        health, *replies = wait_for_redis(write, f"job {self.job_id}: record result")
         self.rt.health.success_recorded(self.provider_name, health)  # logged, never raised
         for reply in replies:
             if isinstance(reply, Exception):
