@@ -176,7 +176,10 @@ class Channel(kredis.Channel):
     def _brpop_read(self, **options):
         try:
             try:
-                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                # The real command's name: redis-py would turn a BLMOVE reply
+                # into a tuple of ints under BRPOP's response callback.
+                command = "EVAL" if self._fetch_mode is None else "BLMOVE"
+                reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
@@ -215,6 +218,8 @@ class Channel(kredis.Channel):
             self._poison(item, queue, tag, exc)
 
     def _poison(self, item: bytes, queue: str, tag: Optional[str], exc: BaseException) -> None:
+        if not isinstance(item, (bytes, str)):
+            raise TypeError(f"fetched a {type(item).__name__}, not a message") from exc  # a bug of ours: be loud
         with self.conn_or_acquire() as client:
             pipe = client.pipeline(transaction=True)
             move_to_poison(pipe, self.key_prefix, item, queue=queue, reason=exc)
