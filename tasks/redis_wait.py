@@ -30,9 +30,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
                         redis.exceptions.ReadOnlyError)):
         return True
+    if isinstance(exc, getattr(redis.exceptions, "OutOfMemoryError", ())):
+        return True
     if isinstance(exc, redis.exceptions.ResponseError):
         text = str(exc)
-        return text.startswith("OOM") or "OOM command not allowed" in text or text.startswith("LOADING")
+        return ("OOM command not allowed" in text or "used memory > 'maxmemory'" in text
+                or text.startswith(("OOM", "LOADING", "BUSY ")))
     return False
 
 

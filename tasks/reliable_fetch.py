@@ -36,13 +36,17 @@ import uuid
 from typing import Any, Dict, List, Optional
 
 from kombu.transport import redis as kredis
+from redis import exceptions as redis_exceptions
 from kombu.utils.json import loads
 
 from . import test_hooks
 from .poison import move_to_poison
+from .redis_wait import is_transient
 
 logger = logging.getLogger(__name__)
 
+#: Pause of the consumer when Redis refuses a fetch (OOM, LOADING).
+FETCH_PAUSE_S = 0.5
 #: While idle with several lists to watch, block on one for this long, then scan all.
 MULTI_LIST_WAIT_S = 0.25
 
@@ -57,6 +61,15 @@ return false
 """
 
 _process_key: Dict[int, str] = {}
+
+#: Errors that mean the Redis connection itself is gone (kombu reconnects).
+#: Narrower than kombu's `connection_errors`, which counts any KeyError as
+#: one: a message that makes Celery raise KeyError is poison, not an outage.
+REDIS_DOWN = (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError)
+
+
+def _redis_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, REDIS_DOWN) or is_transient(exc)
 
 #: delivery tag -> raw message, for every message this process fetched and
 #: still holds on an open channel. A message in this process's list but not
@@ -116,14 +129,34 @@ class QoS(kredis.QoS):
     def ack(self, delivery_tag):
         if self._channel_gone():
             return
-        super().ack(delivery_tag)
+        try:
+            super().ack(delivery_tag)
+        except Exception as exc:
+            self._settle_later(delivery_tag, exc)
         self.channel._forget(delivery_tag)
 
     def reject(self, delivery_tag, requeue=False):
         if self._channel_gone():
             return
-        super().reject(delivery_tag, requeue=requeue)
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except Exception as exc:
+            self._settle_later(delivery_tag, exc)
         self.channel._forget(delivery_tag)
+
+    def _settle_later(self, delivery_tag, exc: Exception) -> None:
+        """Redis refused the ack (down, or OOM under `noeviction`): never a crash.
+
+        Acknowledged in memory (the prefetch slot is free again); in Redis
+        the message stays in the processing list, untracked, and this
+        process's keeper settles it once Redis takes writes again: dropped
+        if its job is finished or running, re-queued if it never started.
+        """
+        if not _redis_unavailable(exc):
+            raise exc
+        logger.warning("could not acknowledge a message (%s: %s); settled from the processing list later",
+                       type(exc).__name__, str(exc)[:200])
+        kredis.virtual.QoS.ack(self, delivery_tag)
 
 
 class Channel(kredis.Channel):
@@ -183,6 +216,15 @@ class Channel(kredis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # OOM (maxmemory with noeviction refuses LMOVE too) or LOADING:
+                # nothing can be fetched; pause this consumer a moment rather
+                # than spin on Redis or exit.
+                logger.warning("cannot fetch from Redis now (%s); retry in %.1fs", str(exc)[:200], FETCH_PAUSE_S)
+                time.sleep(FETCH_PAUSE_S)
+                raise kredis.Empty()
             if not reply:
                 raise kredis.Empty()
             if self._fetch_mode is None:
@@ -212,10 +254,27 @@ class Channel(kredis.Channel):
             LIVE[tag] = item
             self._tags.add(tag)
             self.connection._deliver(payload, queue)
-        except self.connection_errors:
-            raise  # kombu reconnects; the message stays in the processing list
         except Exception as exc:  # noqa: BLE001 - anything else would stop the consumer
-            self._poison(item, queue, tag, exc)
+            if _redis_unavailable(exc):
+                # Not the message's fault (e.g. OOM writing kombu's unacked
+                # hash): it stays in the processing list, untracked, and is
+                # re-queued from there (tasks.recovery) once Redis is back.
+                if tag is not None:
+                    self._forget(tag)
+                if isinstance(exc, REDIS_DOWN):
+                    raise  # kombu reconnects
+                logger.warning("could not take a message in now (%s); re-queued later", str(exc)[:200])
+                return
+            try:
+                self._poison(item, queue, tag, exc)
+            except Exception as again:
+                if not _redis_unavailable(again):
+                    raise
+                # Left in the processing list, untracked: the keeper moves it
+                # to the poison list once Redis takes writes again.
+                logger.warning("could not set a bad message aside now (%s); later", str(again)[:200])
+                if tag is not None:
+                    self._forget(tag)
 
     def _poison(self, item: bytes, queue: str, tag: Optional[str], exc: BaseException) -> None:
         if not isinstance(item, (bytes, str)):
