@@ -209,6 +209,7 @@ class JobRun:
         payload = result.to_dict()
         payload["target"] = f"{self.provider_name}:{self.model}"
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
+        test_hooks.pause("before_record", self.job_id)
 
         def write() -> List[Any]:
             # One round trip: health, attempt, record and `done` event, in that order.

@@ -2,7 +2,8 @@
 
 Off unless `PROMPTQ_TEST_PAUSE_AT` names the point (`after_fetch`: a message
 was moved into the processing list and not yet handed to Celery;
-`before_start`: the task body runs, `JobStore.start` not yet called). With
+`before_start`: the task body runs, `JobStore.start` not yet called;
+`before_record`: the provider answered, the result is not yet written). With
 it set, a worker reaching the point writes `promptq:test:paused:<point>` and
 waits while `promptq:test:pause:<point>` exists; a test deletes that key to
 let it go, or SIGKILLs the worker there. A Redis that cannot be reached ends

@@ -74,3 +74,19 @@ def test_redis_restart_while_a_job_starts_never_acknowledges_it(redis_aof, opena
     assert duplicate_calls(openai) == 0
     log = worker.log_path.read_text(errors="replace")
     assert "Unrecoverable error" not in log and "redis is back: job" in log
+
+
+def test_worker_killed_between_call_and_result_write_answers_once(redis_aof, openai, client, workers):
+    """The one window where at-least-once costs a second provider call: the
+    answer came back and the worker died before writing it. The job is
+    answered once (the batch has one line for it), and the fake counts the
+    two calls this costs -- what README "Guarantees" says."""
+    r = hold(redis_aof, "before_record")
+    doomed = workers("doomed", PROMPTQ_TEST_PAUSE_AT="before_record")
+    batch_id = submit(client, 1)
+    wait_for(lambda: r.get("promptq:test:paused:before_record"), 20, message="the worker to pause before the write")
+    doomed.kill()
+    r.delete("promptq:test:pause:before_record")
+    rescuer = workers("rescuer")
+    assert_batch_answered_once(client, batch_id, 1, alive=[rescuer], timeout_s=RECOVERY_LIMIT_S)
+    assert list(calls_per_prompt(openai).values()) == [2]
