@@ -32,6 +32,7 @@ from promptq.providers.error_handling import ProviderError
 from promptq.providers.params import validate as validate_parameters
 
 from .job import JobSpec, JobValidationError, Target
+from .json_check import JSONValueError, loads_strict
 
 OPENAI_URL = "/v1/chat/completions"
 _OPENAI_KEYS = {"custom_id", "method", "url", "body"}
@@ -123,7 +124,9 @@ def _parse_line(
     if not raw.strip():
         return None, None
     try:
-        obj = json.loads(raw)
+        obj = loads_strict(raw, "line")
+    except JSONValueError as exc:
+        return None, InvalidLine(line_no, f"invalid JSON: {exc}")
     except ValueError as exc:
         return None, InvalidLine(line_no, f"invalid JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})")
     if not isinstance(obj, dict):

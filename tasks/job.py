@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from .json_check import JSONValueError, check_json
+
 #: Providers a worker can be built for. A job naming anything else would sit
 #: in a queue no worker consumes, so it is refused at submit time.
 KNOWN_PROVIDERS = ("openai", "claude", "openrouter", "ollama", "llamacpp", "mock")
@@ -114,6 +116,14 @@ class JobSpec:
 
     def validate(self, *, max_prompt_chars: int = 1_000_000) -> None:
         """Raise `JobValidationError` naming the first field that is wrong."""
+        # First, before anything below walks the values recursively: plain,
+        # finite, UTF-8-clean JSON of sane depth (tasks.json_check).
+        for name in ("id", "prompt", "messages", "system_prompt", "parameters", "custom_id", "batch_id", "metadata"):
+            try:
+                check_json(getattr(self, name), name)
+            except JSONValueError as exc:
+                reason = str(exc)[len(exc.path) + 2:]
+                raise JobValidationError(name, reason if exc.path == name else f"{reason} (at {exc.path})") from None
         if not isinstance(self.id, str) or not self.id or len(self.id) > 200 or any(c.isspace() for c in self.id):
             raise JobValidationError("id", "must be a non-empty string without spaces, at most 200 chars")
         if not self.targets:

@@ -29,8 +29,10 @@ from .context import (
 def _parse_json(value: Optional[str], what: str) -> Any:
     if value is None:
         return None
+    from promptq.tasks.json_check import loads_strict
+
     try:
-        return json.loads(value)
+        return loads_strict(value, what)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=what) from None
 
@@ -54,6 +56,7 @@ def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system
            metadata: Optional[str], max_retries: Optional[int], job_id: Optional[str]) -> None:
     """Enqueue a job; print its id. PROMPT '-' reads the prompt from stdin."""
     from promptq.tasks.job import JobValidationError
+    from promptq.tasks.json_check import JSONValueError, loads_strict
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -63,7 +66,9 @@ def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
         try:
-            parameters[key] = json.loads(raw)
+            parameters[key] = loads_strict(raw, f"--param {key}")
+        except JSONValueError as exc:  # JSON, but not one promptq can carry
+            raise click.BadParameter(str(exc), param_hint="--param") from None
         except ValueError:
             parameters[key] = raw
     try:
