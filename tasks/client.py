@@ -19,7 +19,7 @@ import redis
 
 from .app import create_app
 from .events import TERMINAL_EVENTS, EventPublisher, decode_event
-from .job import JobSpec
+from .job import JobSpec, JobValidationError
 from .keys import TASK_NAME, Keys
 from .settings import Settings
 from .store import JobRecord, JobStore, new_token
@@ -97,7 +97,13 @@ class Client:
         max_retries: Optional[int] = None,
         job_id: Optional[str] = None,
     ) -> JobHandle:
-        """Validate and enqueue a job; raises `JobValidationError` naming the bad field."""
+        """Validate and enqueue a job; raises `JobValidationError` naming the bad field.
+
+        `batch_id` is refused: a job joins a batch only through the batch
+        API (`submit_batch`, `promptq batch submit`), or anyone could move a
+        batch's counters or call a phantom batch into being.
+        """
+        _refuse_batch_id(batch_id)
         spec = JobSpec.create(
             targets=to, prompt=prompt, messages=messages, system_prompt=system_prompt,
             parameters=parameters, stream=stream, custom_id=custom_id, batch_id=batch_id,
@@ -107,7 +113,8 @@ class Client:
         return self.submit_spec(spec)
 
     def submit_spec(self, spec: JobSpec) -> JobHandle:
-        """Enqueue an already validated job. Submitting the same id twice runs it once."""
+        """Enqueue an already validated job (not part of a batch). Submitting the same id twice runs it once."""
+        _refuse_batch_id(spec.batch_id)
         data = spec.to_dict()
         token = new_token()
         # The record (with the token) exists before the message does, so a
@@ -239,6 +246,13 @@ class Client:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _refuse_batch_id(batch_id: Optional[str]) -> None:
+    if batch_id is not None:
+        raise JobValidationError(
+            "batch_id", "a job joins a batch only through the batch API (submit_batch / `promptq batch submit`)"
+        )
 
 
 def _terminal_from_record(record: JobRecord) -> Dict[str, Any]:
