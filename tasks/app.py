@@ -44,8 +44,15 @@ def create_app(
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On a broker connection loss, running jobs go on: their results go
+        # to the job records, and their messages (which the lost channel can
+        # no longer ack) are settled from the processing list. Cancelling
+        # them would only pay for the same calls twice.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
+        # A worker waits out a Redis outage of any length (Celery's default
+        # gives up, and exits, after 100 tries).
+        broker_connection_max_retries=None,
         broker_pool_limit=max_connections,
         # Reliable fetch (tasks.reliable_fetch): a fetched message stays in
         # Redis, in this process's processing list, until it is acknowledged.
