@@ -49,7 +49,14 @@ class Usage:
 
 @dataclass
 class ProviderResult:
-    """One successful call: what was said, by whom, and what it cost."""
+    """One successful call: what was said, by whom, and what it cost.
+
+    `refusal` is set when the model declined to answer (OpenAI's
+    `message.refusal`, Anthropic's `stop_reason: "refusal"`); `text` then
+    holds whatever it said before declining, often nothing, and
+    `finish_reason` is "refusal". A refusal is an answer, not an error: it
+    does not fail over (README, "Errors").
+    """
 
     text: str
     provider: str
@@ -57,11 +64,30 @@ class ProviderResult:
     usage: Usage = field(default_factory=Usage)
     finish_reason: Optional[str] = None
     latency_s: float = 0.0
+    refusal: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         data["usage"] = self.usage.to_dict()
         return data
+
+
+def check_answer(result: ProviderResult) -> ProviderResult:
+    """Refuse a "success" that says nothing and gives no reason.
+
+    Empty text with no refusal, no finish reason and no usage is what a body
+    cut short or a gateway's placeholder looks like, never a real answer; it
+    would otherwise be stored as a succeeded job with an empty result.
+    """
+    if (not result.text and result.refusal is None and result.finish_reason is None
+            and result.usage.total_tokens is None):
+        raise ProviderError(
+            f"{result.provider} returned an empty answer with no finish reason and no usage",
+            category=ErrorCategory.MALFORMED_RESPONSE,
+            provider=result.provider,
+            retryable=False,
+        )
+    return result
 
 
 class ProviderStream:
@@ -231,6 +257,7 @@ __all__ = [
     "ProviderStream",
     "Usage",
     "build_messages",
+    "check_answer",
     "redact",
     "resolve_setting",
     "timed",

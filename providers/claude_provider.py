@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional
 
 from .base import Message, ProviderResult, Usage, build_messages
 from .error_handling import ErrorCategory, ProviderError, malformed
+from .finish_reasons import ANTHROPIC_REFUSAL
 from .http_base import HTTPProvider
 from .params import anthropic_params
 from .streaming_utils import ClaudeStreamParser, StreamParser, in_band_error, int_or_none
@@ -105,13 +106,15 @@ class ClaudeProvider(HTTPProvider):
         )
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         model = data.get("model")
+        stop_reason = data.get("stop_reason")
         return ProviderResult(
             text=text,
             provider=self.name,
             model=model if isinstance(model, str) and model else requested_model,
             usage=Usage(int_or_none(usage.get("input_tokens")), int_or_none(usage.get("output_tokens"))),
-            finish_reason=data.get("stop_reason"),
+            finish_reason=stop_reason,
             latency_s=latency_s,
+            refusal=ANTHROPIC_REFUSAL if stop_reason == "refusal" else None,
         )
 
     def stream_parser(self) -> StreamParser:

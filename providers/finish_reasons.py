@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+#: `ProviderResult.refusal` when Anthropic declines: its API gives a stop
+#: reason, not a refusal message (the text before it, if any, stays the text).
+ANTHROPIC_REFUSAL = "the model declined to answer (Anthropic stop_reason 'refusal')"
+
 #: OpenAI's own values: what `ChatCompletion.model_validate` accepts.
 OPENAI_FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, Generator, Iterator, List, Optional
 import requests
 from requests.adapters import HTTPAdapter
 
-from .base import LLMProvider, Message, ProviderResult, ProviderStream, resolve_setting, timed
+from .base import LLMProvider, Message, ProviderResult, ProviderStream, check_answer, resolve_setting, timed
 from .error_handling import ErrorClassifier, malformed, map_request_errors
 from .streaming_utils import StreamParser, stream_result
 
@@ -146,7 +146,7 @@ class HTTPProvider(LLMProvider):
         payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
         elapsed_s = timed()
         response = self.post(self.request_path, payload)
-        return self.parse_response(self.json_body(response), model, elapsed_s())
+        return check_answer(self.parse_response(self.json_body(response), model, elapsed_s()))
 
     def stream(
         self,
@@ -166,7 +166,35 @@ class HTTPProvider(LLMProvider):
     def _stream(self, payload: Dict[str, Any], model: str) -> Generator[str, None, ProviderResult]:
         elapsed_s = timed()
         response = self.post(self.request_path, payload, stream=True)
-        return (yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s))
+        if _is_json(response):
+            return (yield from self._whole_body(response, model, elapsed_s))
+        result = yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s)
+        return check_answer(result)
+
+    def _whole_body(self, response: requests.Response, model: str, elapsed_s: Any) -> Generator[str, None, ProviderResult]:
+        """A stream request answered with one JSON body (gateways such as
+        LiteLLM's do this): the complete answer, or the error it carries,
+        read exactly like a non-streamed one. A body labelled JSON that is in
+        fact SSE/NDJSON goes through the stream parser after all."""
+        with map_request_errors(self.name):
+            body = response.content
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            result = yield from stream_result([body], self.stream_parser(), self.name, model, elapsed_s)
+            return check_answer(result)
+        result = check_answer(self.parse_response(data, model, elapsed_s()))
+        if result.text:
+            yield result.text
+        return result
 
     def close(self) -> None:
         self.session.close()
+
+
+def _is_json(response: requests.Response) -> bool:
+    """True for `application/json` (or `+json`): not an event stream."""
+    media = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")

@@ -1,17 +1,20 @@
-"""llama.cpp: a llama-server over HTTP, or the llama-cli binary as a subprocess.
+"""llama.cpp: a llama-server over HTTP, or the llama-completion binary as a subprocess.
 
 Server mode (the default) speaks llama-server's OpenAI-compatible API
 (`POST /v1/chat/completions`, SSE with `[DONE]`, errors such as
 `exceed_context_size_error`); it is `openai_compat` with other defaults.
-Subprocess mode (`mode: "cli"`) runs `llama-cli` once per call, as the
-seed guide does, with the timeout and error handling the guide lacked.
+Subprocess mode (`mode: "cli"`) runs `llama-completion` once per call, as
+the seed guide does with `llama-cli`, with the timeout, completeness check
+and error handling the guide lacked (see llamacpp_cli: current `llama-cli`
+is chat-only).
 
 Configuration (each key falls back to its environment variable):
 
     mode             LLAMACPP_MODE        "server" (default) or "cli"
     base_url         LLAMACPP_BASE_URL    http://127.0.0.1:8080/v1 (llama-server's port and prefix)
     api_key          LLAMACPP_API_KEY     optional; llama-server's --api-key
-    binary           LLAMACPP_BINARY      cli: "llama-cli", a path, or an argv list
+    binary           LLAMACPP_BINARY      cli: "llama-completion" (default), a path, or an argv list;
+                                          a pre-split build's "llama-cli" works too
     model_path       LLAMACPP_MODEL_PATH  cli: the .gguf used when `model` is not a file
     models_dir       LLAMACPP_MODELS_DIR  cli: where `model` (with or without .gguf) is looked up
     cli_args         (config only)        cli: flags added to every run (e.g. ["-ngl", "99"])
@@ -27,7 +30,7 @@ from typing import Any, Dict, List, Optional
 
 from .base import Message, ProviderResult, ProviderStream, build_messages, resolve_setting
 from .error_handling import ErrorCategory, ProviderError
-from .llamacpp_cli import LlamaCLI
+from .llamacpp_cli import DEFAULT_BINARY, LlamaCLI
 from .openai_compat import OpenAICompatProvider
 
 DEFAULT_CLI_MAX_TOKENS = 512
@@ -49,7 +52,7 @@ class LlamaCppProvider(OpenAICompatProvider):
             raise ValueError(f"llama.cpp mode must be 'server' or 'cli', not {self.mode!r}")
         self.cli: Optional[LlamaCLI] = None
         if self.mode == "cli":
-            binary = self.config.get("binary") or os.environ.get("LLAMACPP_BINARY") or "llama-cli"
+            binary = self.config.get("binary") or os.environ.get("LLAMACPP_BINARY") or DEFAULT_BINARY
             self.cli = LlamaCLI(
                 provider=self.name,
                 binary=list(binary) if isinstance(binary, (list, tuple)) else [str(binary)],
@@ -93,7 +96,7 @@ class LlamaCppProvider(OpenAICompatProvider):
 
 
 def render_prompt(chat: List[Message]) -> str:
-    """Chat messages as one plain-text prompt for llama-cli's completion mode.
+    """Chat messages as one plain-text prompt for llama.cpp's completion mode.
 
     A lone user message is passed as is; otherwise a role-labelled
     transcript ending in "Assistant:" cues the model to answer.

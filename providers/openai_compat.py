@@ -7,6 +7,8 @@ answers are SSE `data:` chunks ending with `data: [DONE]`; with
 an empty `choices`. An error may still arrive inside a 200: as a body with a
 top-level `error` (OpenRouter, non-streamed) or as a chunk with a top-level
 `error` and `finish_reason: "error"` (OpenRouter, streamed) — both raise.
+A refusal (`message.refusal`, or `delta.refusal` pieces when streamed) is
+kept in `ProviderResult.refusal`, with finish reason "refusal".
 """
 
 from __future__ import annotations
@@ -104,13 +106,17 @@ class OpenAICompatProvider(HTTPProvider):
             raise malformed(self.name, "message content is neither text nor text parts")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         model = data.get("model")
+        refusal = message.get("refusal")
+        refusal = refusal if isinstance(refusal, str) and refusal else None
         return ProviderResult(
             text=text or "",
             provider=self.name,
             model=model if isinstance(model, str) and model else requested_model,
             usage=Usage(int_or_none(usage.get("prompt_tokens")), int_or_none(usage.get("completion_tokens"))),
-            finish_reason=choice.get("finish_reason"),
+            # OpenAI says "stop" after a refusal; promptq's word says why it stopped.
+            finish_reason="refusal" if refusal else choice.get("finish_reason"),
             latency_s=latency_s,
+            refusal=refusal,
         )
 
     def stream_parser(self) -> StreamParser:

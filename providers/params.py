@@ -233,8 +233,8 @@ def llama_cli_args(
 ) -> Tuple[List[str], List[str]]:
     """(command-line flags, stop strings) for llama-cli.
 
-    llama-cli has no non-interactive stop-string flag, so stop strings are
-    returned for the caller to cut the output at. Extras become `--name value`
+    Stop strings are returned for the caller: it passes each as `-r` (llama.cpp
+    then stops there) and still cuts the output at the first one. Extras become `--name value`
     flags (underscores as dashes; `True` as a bare flag), the way llama-cli
     spells its options.
     """

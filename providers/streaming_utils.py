@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generator, Iterable, Iterator, Optional
 
 from .base import ProviderResult, Usage
+from .finish_reasons import ANTHROPIC_REFUSAL
 from .error_handling import ErrorCategory, ProviderError, error_from_payload, map_request_errors, truncated
 from .ndjson import NDJSONDecoder, NDJSONLineError
 from .sse import SSEDecoder, SSEEvent
@@ -73,6 +74,8 @@ class StreamParser(ABC):
         self.finish_reason: Optional[str] = None
         self.input_tokens: Optional[int] = None
         self.output_tokens: Optional[int] = None
+        #: Pieces of a refusal (OpenAI `delta.refusal`), kept apart from the text.
+        self.refusal_parts: list[str] = []
 
     @abstractmethod
     def parse_event(self, item: Any) -> StreamDelta:
@@ -119,13 +122,15 @@ class StreamParser(ABC):
         return in_band_error(payload, self.provider or "provider")
 
     def result(self, text: str, provider: str, requested_model: str, latency_s: float) -> ProviderResult:
+        refusal = "".join(self.refusal_parts) or None
         return ProviderResult(
             text=text,
             provider=provider,
             model=self.model or requested_model,
             usage=Usage(self.input_tokens, self.output_tokens),
-            finish_reason=self.finish_reason,
+            finish_reason="refusal" if refusal else self.finish_reason,
             latency_s=latency_s,
+            refusal=refusal,
         )
 
 
@@ -191,6 +196,9 @@ class OpenAIStreamParser(StreamParser):
             content = delta.get("content") if isinstance(delta, dict) else None
             if isinstance(content, str):
                 text = content
+            refusal = delta.get("refusal") if isinstance(delta, dict) else None
+            if isinstance(refusal, str) and refusal:
+                self.refusal_parts.append(refusal)
             reason = choice.get("finish_reason")
             if reason == "error":
                 # OpenRouter ends a failed generation this way; the error
@@ -222,6 +230,8 @@ class ClaudeStreamParser(StreamParser):
             delta = data.get("delta") or {}
             if isinstance(delta.get("stop_reason"), str):
                 self.finish_reason = delta["stop_reason"]
+                if self.finish_reason == "refusal":
+                    self.refusal_parts = [ANTHROPIC_REFUSAL]
             self._usage(data.get("usage"))
         elif kind == "message_stop":
             return StreamDelta(done=True)

@@ -88,7 +88,7 @@ def submit_batch(
     batch_id: Optional[str] = None,
     skip_invalid: bool = False,
     *,
-    default_provider: str = "openai",
+    default_provider: Optional[str] = None,
     source: Optional[str] = None,
     on_progress: Optional[Callable[[int, int, int], None]] = None,
     on_validated: Optional[Callable[[str, int], None]] = None,
@@ -103,7 +103,8 @@ def submit_batch(
     anything is sent; `on_progress(lines_done, lines, sent)` after each chunk.
     """
     targets = parse_targets(targets or [])
-    default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
+    if default_provider is not None:  # None: each line format's own vendor (batch_input.FORMAT_PROVIDERS)
+        default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
     batch_id = new_batch_id() if batch_id is None else check_batch_id(batch_id)
     if not isinstance(lines_or_path, (str, Path, list, tuple)):
         lines_or_path = list(lines_or_path)  # read twice below: validate, then send

@@ -1,18 +1,24 @@
-"""Reading a batch file: JSONL lines in two formats, each checked on its own.
+"""Reading a batch file: JSONL lines in three formats, each checked on its own.
 
-Two line formats are accepted, and may be mixed in one file::
+Three line formats are accepted, and may be mixed in one file::
 
     # the OpenAI Batch API input format (chat completions only)
     {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
      "body": {"model": "gpt-4o-mini", "messages": [...], "temperature": 0.2}}
 
+    # Anthropic's Message Batches request format
+    {"custom_id": "r2", "params": {"model": "claude-3-5-haiku-latest", "max_tokens": 256,
+     "system": "...", "messages": [...], "temperature": 0.2, "stop_sequences": [...]}}
+
     # the plain form
-    {"custom_id": "r2", "prompt": "...", "system": "...", "parameters": {...},
+    {"custom_id": "r3", "prompt": "...", "system": "...", "parameters": {...},
      "targets": ["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"], "metadata": {...}}
 
-Targets: a plain line's own `targets` win, then `--to`. An OpenAI line goes
-to `--to` when it is given (an override: `body.model` names an OpenAI model
-that means nothing to Claude), else to `<default provider>:<body.model>`.
+Targets: a plain line's own `targets` win, then `--to`. An OpenAI or
+Anthropic line goes to `--to` when it is given (an override: `body.model`
+names an OpenAI model that means nothing to Claude), else to
+`<default provider>:<model>`, the default provider being the line format's
+own vendor (openai, claude) unless one is given.
 
 Nothing here touches Redis. `iter_batch` yields a `BatchLine` or an
 `InvalidLine` per non-blank line, so a caller can validate a whole file
@@ -36,6 +42,9 @@ from .json_check import JSONValueError, loads_strict
 
 OPENAI_URL = "/v1/chat/completions"
 _OPENAI_KEYS = {"custom_id", "method", "url", "body"}
+_ANTHROPIC_KEYS = {"custom_id", "params"}
+#: The provider an OpenAI / Anthropic line's model belongs to, without --default-provider.
+FORMAT_PROVIDERS = {"openai": "openai", "anthropic": "claude"}
 _PLAIN_KEYS = {"custom_id", "prompt", "messages", "system", "parameters", "targets", "metadata", "max_retries"}
 # Body fields that are not generation parameters: promptq sets them itself.
 _BODY_RESERVED = {"model", "messages", "stream", "stream_options"}
@@ -81,7 +90,7 @@ def iter_batch(
     source: Source,
     *,
     targets: Optional[Sequence[str]] = None,
-    default_provider: str = "openai",
+    default_provider: Optional[str] = None,
     max_prompt_chars: int = 1_000_000,
 ) -> Iterator[Union[BatchLine, InvalidLine]]:
     """Each non-blank line of `source` (a path, or an iterable of lines) as valid or invalid.
@@ -113,7 +122,7 @@ def _numbered_lines(source: Source) -> Iterator[tuple]:
 
 
 def _parse_line(
-    line_no: int, raw: Union[str, bytes], targets: List[str], default_provider: str, max_prompt_chars: int
+    line_no: int, raw: Union[str, bytes], targets: List[str], default_provider: Optional[str], max_prompt_chars: int
 ) -> Tuple[Optional[str], Union[BatchLine, InvalidLine, None]]:
     """(the line's custom_id if it has a usable one, the line as valid, invalid or blank)."""
     if isinstance(raw, bytes):
@@ -138,8 +147,12 @@ def _parse_line(
         return None, InvalidLine(line_no, "custom_id must be a non-empty string of at most 512 chars")
     openai_form = bool(_OPENAI_KEYS & (set(obj) - {"custom_id"}))
     try:
-        if openai_form:
-            spec = _openai_spec(obj, targets, default_provider, line_no, max_prompt_chars)
+        if "params" in obj and not openai_form:
+            spec = _anthropic_spec(obj, targets, default_provider or FORMAT_PROVIDERS["anthropic"], line_no,
+                                   max_prompt_chars)
+        elif openai_form:
+            spec = _openai_spec(obj, targets, default_provider or FORMAT_PROVIDERS["openai"], line_no,
+                                max_prompt_chars)
         else:
             spec = _plain_spec(obj, targets, line_no, max_prompt_chars)
     except _LineError as exc:
@@ -182,6 +195,52 @@ def _openai_spec(obj: Dict[str, Any], targets: List[str], default_provider: str,
         line_no, max_chars, renames={"parameters": "body", "messages": "body.messages", "targets[0]": "body.model"},
         targets=line_targets, messages=body["messages"], parameters=parameters, custom_id=obj["custom_id"],
     )
+
+
+def _anthropic_spec(obj: Dict[str, Any], targets: List[str], default_provider: str, line_no: int,
+                    max_chars: int) -> Dict[str, Any]:
+    """A Message Batches request: `params` is a Messages API request body."""
+    unknown = sorted(set(obj) - _ANTHROPIC_KEYS)
+    if unknown:
+        raise _LineError(f"unknown field {unknown[0]!r} in an Anthropic batch line (it has custom_id and params)")
+    params = obj.get("params")
+    if not isinstance(params, dict):
+        raise _LineError("params must be an object")
+    if "messages" not in params:
+        raise _LineError("params.messages is missing")
+    if "max_tokens" not in params:
+        raise _LineError("params.max_tokens is missing (the Messages API requires it)")
+    if params.get("stream"):
+        raise _LineError("params.stream: a batch line cannot stream")
+    model = params.get("model")
+    if not targets:
+        if not isinstance(model, str) or not model.strip():
+            raise _LineError("params.model is missing (or give --to)")
+        line_targets: Any = [f"{default_provider}:{model}"]
+    else:
+        line_targets = targets
+    parameters = {k: v for k, v in params.items() if k not in _BODY_RESERVED and k != "system"}
+    return _spec(
+        line_no, max_chars,
+        renames={"parameters": "params", "messages": "params.messages", "targets[0]": "params.model",
+                 "system_prompt": "params.system"},
+        targets=line_targets, messages=params["messages"], system_prompt=_system_text(params.get("system")),
+        parameters=parameters, custom_id=obj["custom_id"],
+    )
+
+
+def _system_text(system: Any) -> Optional[str]:
+    """Anthropic's `system`: a string, or a list of text blocks (joined)."""
+    if system is None or isinstance(system, str):
+        return system
+    if not isinstance(system, list):
+        raise _LineError("params.system must be a string or a list of text blocks")
+    texts = []
+    for i, block in enumerate(system):
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            raise _LineError(f"params.system[{i}]: only text blocks are supported")
+        texts.append(block["text"])
+    return "\n\n".join(texts)
 
 
 def _plain_spec(obj: Dict[str, Any], targets: List[str], line_no: int, max_chars: int) -> Dict[str, Any]:

@@ -10,7 +10,15 @@ for it read ours unchanged, plus a `promptq` object saying who answered::
                            "content": "..."}, "finish_reason": "stop"}],
                            "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}},
      "error": null,
-     "promptq": {"provider": "openai", "model": "gpt-4o-mini", "attempts": 1, "status": "succeeded"}}
+     "promptq": {"provider": "openai", "model": "gpt-4o-mini", "attempts": 1, "status": "succeeded",
+                 "finish_reason": "stop"}}
+
+`finish_reason` in the body is always one of OpenAI's words (Claude's
+`end_turn` becomes `stop`, `max_tokens` becomes `length`: see
+providers/finish_reasons.py), so the SDK's `ChatCompletion` accepts every
+line; the provider's own word is `promptq.finish_reason`. A refusal is a
+success whose message has `"content": null` (or what was said before it) and
+`"refusal": "..."`, with `finish_reason: "content_filter"`.
 
 A failed or cancelled job has `"response": null` and `"error": {"code":
 <error category, or "cancelled">, "message": ...}`. With `partial=True`, a
@@ -25,6 +33,8 @@ from __future__ import annotations
 import json
 import time
 from typing import Any, Dict, Iterator, List, Optional
+
+from promptq.providers.finish_reasons import openai_finish_reason
 
 #: Counters the workers and the store's scripts keep in the batch hash.
 COUNTERS = ("total", "queued", "running", "waiting", "succeeded", "failed", "cancelled",
@@ -114,6 +124,7 @@ def result_line(job_id: str, raw_fields: Dict[Any, Any], attempts: int) -> Dict[
         result = json.loads(f.get("result") or "{}")
         meta["provider"] = (result.get("target") or "").partition(":")[0] or result.get("provider")
         meta["model"] = result.get("model") or meta["model"]
+        meta["finish_reason"] = result.get("finish_reason")
         return {"id": job_id, "custom_id": custom_id,
                 "response": {"status_code": 200, "request_id": job_id, "body": _completion(job_id, f, result)},
                 "error": None, "promptq": meta}
@@ -130,6 +141,8 @@ def _completion(job_id: str, f: Dict[str, str], result: Dict[str, Any]) -> Dict[
     usage = result.get("usage") or {}
     prompt_tokens = usage.get("input_tokens") or 0
     completion_tokens = usage.get("output_tokens") or 0
+    refusal = result.get("refusal")
+    text = result.get("text")
     return {
         "id": f"chatcmpl-{job_id}",
         "object": "chat.completion",
@@ -137,9 +150,10 @@ def _completion(job_id: str, f: Dict[str, str], result: Dict[str, Any]) -> Dict[
         "model": result.get("model"),
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": result.get("text")},
-            # OpenAI readers expect a string here; providers that report none stopped normally.
-            "finish_reason": result.get("finish_reason") or "stop",
+            # As OpenAI writes a refusal: content null unless text came before it.
+            "message": {"role": "assistant", "content": (text or None) if refusal else text, "refusal": refusal},
+            # OpenAI's words only; providers that report none stopped normally.
+            "finish_reason": "content_filter" if refusal else openai_finish_reason(result.get("finish_reason")),
         }],
         "usage": {
             "prompt_tokens": prompt_tokens,

@@ -3,7 +3,8 @@
 Wire format (docs.anthropic.com "Messages", "Streaming Messages", "Errors",
 "Rate limits"):
 
-* requests carry ``x-api-key`` and ``anthropic-version`` headers;
+* requests carry the key as ``x-api-key`` or ``Authorization: Bearer`` (SDK
+  2.x), and an ``anthropic-version`` header;
 * non-stream: a ``message`` object with ``content`` blocks, ``stop_reason``
   and ``usage {input_tokens, output_tokens}``;
 * stream: named SSE events ``message_start`` (usage with input_tokens),
@@ -52,7 +53,11 @@ class FakeAnthropic(FakeServer):
         return Reply(status, body, {"request-id": request_id, **(headers or {})})
 
     def auth_error(self, request: RecordedRequest) -> Optional[Reply]:
-        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+        # The API takes the key as `x-api-key` or as `Authorization: Bearer`
+        # (what the anthropic SDK 2.x sends for api_key and auth_token alike).
+        bearer = request.headers.get("authorization", "")
+        given = request.headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else None)
+        if self.api_key is not None and given != self.api_key:
             return self.error(401, "authentication_error", "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
             return self.error(400, "invalid_request_error", "anthropic-version: header is required")
@@ -127,6 +132,8 @@ class FakeAnthropic(FakeServer):
                 "usage": self.usage(ex, output_tokens)}
 
     def completion_body(self, ex: Exchange) -> dict:
+        if self.refuses(ex):  # Anthropic says so in stop_reason; content may be empty
+            return self.message(ex, [], "refusal", ex.plan.completion_tokens)
         return self.message(ex, [{"type": "text", "text": ex.plan.text}], "end_turn", ex.plan.completion_tokens)
 
     def stream_head(self, ex: Exchange) -> list[bytes]:
@@ -144,7 +151,8 @@ class FakeAnthropic(FakeServer):
     def stream_tail(self, ex: Exchange) -> list[bytes]:
         return [
             sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-            sse({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            sse({"type": "message_delta",
+                 "delta": {"stop_reason": "refusal" if self.refuses(ex) else "end_turn", "stop_sequence": None},
                  "usage": {"output_tokens": ex.plan.completion_tokens}}, "message_delta"),
             sse({"type": "message_stop"}, "message_stop"),
         ]

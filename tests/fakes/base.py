@@ -276,7 +276,12 @@ class FakeServer:
         if not wire.wait(delay):
             wire.cut()
             return
-        if fault is not None and fault.is_http_error:
+        if name == "json_body" and fault.arg:
+            # A gateway's 200 whose JSON body is the upstream's error.
+            self._send_reply(wire, self.error_reply(Fault(str(fault.arg)), ex)._replace(status=200))
+        elif name == "json_body":
+            self._complete(wire, ex)  # the whole answer, stream requested or not
+        elif fault is not None and fault.is_http_error:
             reply = self.error_reply(fault, ex)
             # Every rate-limit fault carries its standard retry hint; the vendor
             # reply adds its own rate-limit headers on top.
@@ -337,6 +342,13 @@ class FakeServer:
         wire.end_stream()
 
     # -- vendor hooks --------------------------------------------------------
+
+    @staticmethod
+    def refuses(ex: Exchange) -> bool:
+        """The ``refusal`` fault: the model declines this request."""
+        return ex.fault is not None and ex.fault.name == "refusal"
+
+    refusal_text = "I'm sorry, I can't help with that."
 
     json_content_type = "application/json"
     error_content_type = "application/json"

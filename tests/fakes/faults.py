@@ -37,8 +37,14 @@ HTTP_ERROR_FAULTS = (
 # Faults that change timing or break the body instead of the status.
 TIMING_FAULTS = ("slow", "slow_stream", "hang")
 BODY_FAULTS = ("drop", "malformed", "stream_error")
+# Faults that change what a successful answer says or how it is framed.
+ANSWER_FAULTS = (
+    "refusal",    # the model declines (OpenAI message/delta.refusal, Anthropic stop_reason refusal)
+    "json_body",  # a stream request answered with one JSON body, as some gateways do;
+                  # ARG: an HTTP error fault whose body comes back in that 200
+)
 
-FAULT_NAMES = HTTP_ERROR_FAULTS + TIMING_FAULTS + BODY_FAULTS
+FAULT_NAMES = HTTP_ERROR_FAULTS + TIMING_FAULTS + BODY_FAULTS + ANSWER_FAULTS
 
 # Defaults for the argument, per fault, when none is given.  Seconds for the
 # timing faults and rate limits, milliseconds for rate_limit_ms, and for the

@@ -186,9 +186,12 @@ class FakeOpenAI(FakeServer):
 
     def completion_body(self, ex: Exchange) -> dict:
         body = self.envelope(ex, "chat.completion")
+        refused = self.refuses(ex)
         body["choices"] = [{
             "index": 0,
-            "message": {"role": "assistant", "content": ex.plan.text, "refusal": None, "annotations": []},
+            # A refusal comes with content null and finish_reason "stop".
+            "message": {"role": "assistant", "content": None if refused else ex.plan.text,
+                        "refusal": self.refusal_text if refused else None, "annotations": []},
             "logprobs": None, "finish_reason": "stop",
         }]
         body["usage"] = self.usage(ex)
@@ -212,6 +215,8 @@ class FakeOpenAI(FakeServer):
         return [sse(self.chunk(ex, [self.choice({"role": "assistant", "content": "", "refusal": None})]))]
 
     def stream_piece(self, ex: Exchange, index: int, text: str) -> bytes:
+        if self.refuses(ex):  # the refusal streams in `delta.refusal` pieces, in place of content
+            return sse(self.chunk(ex, [self.choice({"refusal": self.refusal_text if index == 0 else ""})]))
         return sse(self.chunk(ex, [self.choice({"content": text})]))
 
     def stream_tail(self, ex: Exchange) -> list[bytes]:

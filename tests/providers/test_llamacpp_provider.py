@@ -93,7 +93,9 @@ def test_cli_complete(cli):
     result = cli.complete("tiny", "hello there")
     assert (result.text, result.provider, result.model, result.finish_reason) == (
         "echo: hello there", "llamacpp", "tiny", "stop")
-    assert result.usage.output_tokens == 3  # from llama-cli's "eval time ... / 3 runs" on stderr
+    # "eval time ... / 3 runs" on stderr, plus the end-of-generation token
+    # (sampled, never evaluated) that llama-server counts too.
+    assert result.usage.output_tokens == 4 and result.usage.input_tokens == 3
 
 
 def test_cli_stream_reads_stdout_as_it_is_written(cli):
@@ -108,8 +110,8 @@ def test_cli_command_line(cli, models_dir):
                                                          "stop": "###"})
     assert argv[:2] == [sys.executable, LLAMA_CLI]
     assert argv[argv.index("-m") + 1] == str(models_dir / "tiny.gguf")
-    assert argv[argv.index("-p") + 1] == "the prompt"
-    assert {"-no-cnv", "--no-display-prompt"} <= set(argv)
+    assert argv[argv.index("-f") + 1] == "the prompt"  # the prompt file's path
+    assert {"-no-cnv", "--no-display-prompt"} <= set(argv) and argv[argv.index("-r") + 1] == "###"
     assert argv[argv.index("-n") + 1] == "9" and argv[argv.index("--temp") + 1] == "0.4"
     assert argv[argv.index("--seed") + 1] == "5" and stops == ["###"]
 

@@ -13,6 +13,7 @@ import sys
 import uuid
 
 import pytest
+from openai.types.chat import ChatCompletion
 
 from tests.worker_process import ROOT, WorkerProcess
 
@@ -106,14 +107,16 @@ def test_a_batch_with_failover_retry_and_a_failure_end_to_end(redis_server, fake
         body = result["response"]["body"]
         assert result["error"] is None and result["response"]["status_code"] == 200
         assert body["object"] == "chat.completion" and body["choices"][0]["message"] == {
-            "role": "assistant", "content": f"echo: {text}"}
+            "role": "assistant", "content": f"echo: {text}", "refusal": None}
         assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] > 0
-        assert result["promptq"] == {"provider": "openai", "model": body["model"], "attempts": 1, "status": "succeeded"}
+        assert result["promptq"] == {"provider": "openai", "model": body["model"], "attempts": 1, "status": "succeeded",
+                                     "finish_reason": "stop"}
         assert len(calls_with(openai, text)) == 1 and not calls_with(anthropic, text)
 
     for line in failover:
         result = by_id[line["custom_id"]]
-        assert result["promptq"] == {"provider": "mock", "model": "good", "attempts": 2, "status": "succeeded"}
+        assert result["promptq"] == {"provider": "mock", "model": "good", "attempts": 2, "status": "succeeded",
+                                     "finish_reason": "stop"}
         assert result["response"]["body"]["choices"][0]["message"]["content"] == (
             "mock reply to: " + line["prompt"].replace(" [[fault@flaky:auth]]", ""))
     assert by_id["retry"]["promptq"]["attempts"] == 2 and by_id["retry"]["response"]["status_code"] == 200
@@ -128,6 +131,36 @@ def test_a_batch_with_failover_retry_and_a_failure_end_to_end(redis_server, fake
     assert (status["succeeded"], status["failed"], status["failed_over"], status["retried"]) == (11, 1, 2, 1)
     assert status["finished"] and status["input_tokens"] > 0 and status["output_tokens"] > 0
     assert status["input"] == path and status["targets"] == [OPENAI, CLAUDE]
+
+
+def test_every_output_line_is_a_chat_completion_the_openai_sdk_accepts(redis_server, fakes, tmp_path):
+    """Claude answers in its own words (end_turn, refusal); the output speaks OpenAI's."""
+    tag = uuid.uuid4().hex[:8]
+    lines = [
+        {"custom_id": "claude", "prompt": f"from claude #{tag}", "targets": [CLAUDE]},
+        {"custom_id": "claude-refuses", "prompt": f"no #{tag} [[fault:refusal]]", "targets": [CLAUDE]},
+        {"custom_id": "openai-refuses", "prompt": f"no #{tag} [[fault:refusal]]", "targets": [OPENAI, CLAUDE]},
+        {"custom_id": "openai", "prompt": f"from openai #{tag}", "targets": [OPENAI]},
+    ]
+    batch_id, _ = submit(redis_server, write_jsonl(tmp_path / "in.jsonl", lines))
+    assert promptq(redis_server, "batch", "wait", batch_id, "--timeout", "60").returncode == 0
+    out = promptq(redis_server, "batch", "results", batch_id, "-o", str(tmp_path / "out.jsonl"))
+    assert out.returncode == 0, out.stderr
+    by_id = {r["custom_id"]: r for r in read_results(tmp_path / "out.jsonl")}
+    choices = {}
+    for custom_id, line in by_id.items():
+        assert line["error"] is None, line
+        choices[custom_id] = ChatCompletion.model_validate(line["response"]["body"]).choices[0]
+    assert (choices["claude"].finish_reason, by_id["claude"]["promptq"]["finish_reason"]) == ("stop", "end_turn")
+    assert choices["claude"].message.content == f"echo: from claude #{tag}"
+    # A refusal is an answer: kept, not failed over (the chain's Claude is never asked).
+    refused = choices["openai-refuses"]
+    assert refused.finish_reason == "content_filter" and refused.message.refusal and refused.message.content is None
+    assert by_id["openai-refuses"]["promptq"]["provider"] == "openai"
+    assert by_id["openai-refuses"]["promptq"]["attempts"] == 1
+    assert choices["claude-refuses"].finish_reason == "content_filter"
+    assert by_id["claude-refuses"]["promptq"]["finish_reason"] == "refusal"
+    assert choices["openai"].finish_reason == "stop" and choices["openai"].message.refusal is None
 
 
 def test_resubmitting_sends_only_missing_lines_and_calls_each_once(redis_server, fakes, tmp_path):

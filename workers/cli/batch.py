@@ -39,16 +39,18 @@ def batch() -> None:
 @batch.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--to", "targets", multiple=True, metavar="PROVIDER:MODEL",
-              help="Target for every line (repeat for failover order); overrides body.model of OpenAI-format lines. "
+              help="Target for every line (repeat for failover order); overrides the model of OpenAI- and "
+                   "Anthropic-format lines. "
                    "A plain line's own `targets` still wins.")
-@click.option("--default-provider", default="openai", show_default=True,
-              help="Without --to, an OpenAI-format line goes to PROVIDER:<body.model>.")
+@click.option("--default-provider", default=None,
+              help="Without --to, an OpenAI-format line goes to PROVIDER:<body.model> and an Anthropic-format "
+                   "line to PROVIDER:<params.model> (default: openai and claude respectively).")
 @click.option("--batch-id", help="Use this id; give an earlier one to resume an interrupted submission.")
 @click.option("--skip-invalid", is_flag=True, help="Submit the valid lines even if some are bad (they are still listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @pass_state
 @redis_errors
-def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: str, batch_id: Optional[str],
+def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: Optional[str], batch_id: Optional[str],
            skip_invalid: bool, quiet: bool) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
     from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
@@ -275,7 +277,7 @@ def _summary(info: Dict[str, Any]) -> str:
 def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, batch_id: str,
                     skip_invalid: bool) -> str:
     args = ["promptq", "batch", "submit", file, *[a for t in targets for a in ("--to", t)]]
-    if default_provider != "openai":
+    if default_provider:
         args += ["--default-provider", default_provider]
     if skip_invalid:
         args.append("--skip-invalid")
