@@ -168,10 +168,21 @@ class Channel(kredis.Channel):
         self.key_prefix = options.get("promptq_key_prefix", "promptq")
         self.processing_key = processing_key(self.key_prefix)
         self._tags: set = set()
+        self._no_ack_queues: set = set()
         self._fetch_mode: Optional[str] = None
         self._wait_index = 0
         self._scan_next = True
         self._registered = False
+
+    def basic_consume(self, queue, no_ack, *args, **kwargs):
+        # A no-ack consumer (Celery's inspect/control replies, read by Flower
+        # or the CLI) never acknowledges: its messages must not linger in the
+        # processing list.
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     # --- fetching ---------------------------------------------------------
 
@@ -251,8 +262,13 @@ class Channel(kredis.Channel):
             if not isinstance(properties, dict) or not isinstance(properties.get("delivery_tag"), str):
                 raise ValueError("the message has no properties.delivery_tag")
             tag = properties["delivery_tag"]
-            LIVE[tag] = item
-            self._tags.add(tag)
+            if queue in self._no_ack_queues:
+                with self.conn_or_acquire() as client:
+                    client.lrem(self.processing_key, 1, item)
+                tag = None
+            else:
+                LIVE[tag] = item
+                self._tags.add(tag)
             self.connection._deliver(payload, queue)
         except Exception as exc:  # noqa: BLE001 - anything else would stop the consumer
             if _redis_unavailable(exc):

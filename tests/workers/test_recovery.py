@@ -90,3 +90,15 @@ def test_worker_without_a_key_fails_over_without_hurting_shared_health(redis_ser
     assert openai.requests == []  # never called without a key
     health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai")
     assert health.failures == 0 and health.circuit.value == "closed"
+
+
+def test_control_replies_do_not_linger_in_processing_lists(redis_server, openai, env, client):
+    """Inspect/ping replies are consumed without acks (Flower, the CLI): reliable
+    fetch must not keep them in the caller's processing list, where recovery
+    would later find them and call them poison."""
+    with WorkerProcess(redis_server.url, ["openai"], env=env, name="pinged") as worker:
+        for _ in range(3):
+            assert worker.name + "@" in "".join(client.app.control.inspect(timeout=5, limit=1).ping() or {})
+    r = redis_server.client()
+    assert [k for k in r.keys("promptq:processing:*") if r.llen(k)] == []
+    assert r.llen("promptq:poison") == 0
