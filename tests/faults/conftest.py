@@ -101,3 +101,9 @@ def assert_batch_answered_once(client: Client, batch_id: str, n: int, alive: Ite
     for proc in alive:
         assert proc.proc is not None and proc.proc.poll() is None, f"worker {proc.name} died:\n{proc.log()}"
     return results
+
+
+def report(fault: str, submitted: int, results: List[dict], openai: FakeOpenAI) -> None:
+    """One line per fault: `pytest tests/faults -s -q | grep '^FAULT'` prints the table."""
+    print(f"\nFAULT {fault}: submitted {submitted}, answered {len(results)}, lost {submitted - len(results)}, "
+          f"duplicate provider calls {duplicate_calls(openai)}")

@@ -31,7 +31,7 @@ from promptq.tasks.batch_results import batch_status
 from promptq.tasks.recovery import describe
 from tests.fakes.openai_server import FakeOpenAI
 
-from .conftest import KEY, assert_batch_answered_once, calls_per_prompt, duplicate_calls, submit
+from .conftest import report, KEY, assert_batch_answered_once, calls_per_prompt, duplicate_calls, submit
 
 pytestmark = pytest.mark.faults
 
@@ -79,7 +79,8 @@ def storm(seed: int, redis_aof, client, workers, openai) -> Dict[str, object]:
         victim.kill()
         hit |= windows_held(r, client, pid, name, openai)
         live.append(workers(f"s{seed}r{k}"))
-    assert_batch_answered_once(client, batch_id, N, alive=live, timeout_s=120)
+    results = assert_batch_answered_once(client, batch_id, N, alive=live, timeout_s=120)
+    report(f"kill storm seed {seed} ({KILLS} SIGKILLs)", N, results, openai)
     return {"hit": hit, "duplicates": duplicate_calls(openai)}
 
 

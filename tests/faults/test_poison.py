@@ -16,7 +16,7 @@ import pytest
 from promptq.tasks.poison import read_poison
 from tests.worker_process import wait_for
 
-from .conftest import assert_batch_answered_once, submit
+from .conftest import report, assert_batch_answered_once, submit
 
 pytestmark = pytest.mark.faults
 
@@ -63,7 +63,8 @@ def test_every_poison_message_is_set_aside_and_the_worker_keeps_serving(redis_ao
     for make in POISONS.values():
         r.lpush(QUEUE, make())
     batch_id = submit(client, 20)
-    assert_batch_answered_once(client, batch_id, 20, alive=[worker], timeout_s=60)
+    results = assert_batch_answered_once(client, batch_id, 20, alive=[worker], timeout_s=60)
+    report(f"{len(POISONS)} poison messages ahead of a batch", 20, results, openai)
     wait_for(lambda: r.llen("promptq:poison") >= len(POISONS), 20, message="the undecodable messages in the poison list")
     entries = read_poison(r)
     assert all(e["reason"] and e["message"] for e in entries)

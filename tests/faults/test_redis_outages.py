@@ -12,7 +12,7 @@ import pytest
 from promptq.tasks.batch_results import batch_status
 from tests.worker_process import wait_for
 
-from .conftest import assert_batch_answered_once, duplicate_calls, submit
+from .conftest import report, assert_batch_answered_once, duplicate_calls, submit
 
 pytestmark = pytest.mark.faults
 
@@ -34,7 +34,8 @@ def test_redis_restart_mid_batch(how, redis_aof, openai, client, workers):
         redis_aof.shutdown()
     time.sleep(2)  # the outage itself: Redis stays down this long
     redis_aof.start_again()
-    assert_batch_answered_once(client, batch_id, N, alive=[a, b], timeout_s=90)
+    results = assert_batch_answered_once(client, batch_id, N, alive=[a, b], timeout_s=90)
+    report(f"redis {how} mid-batch", N, results, openai)
     for proc in (a, b):
         log = proc.log_path.read_text(errors="replace")
         # Waited out with one line per retry: no crash, not even a traceback.
@@ -51,7 +52,8 @@ def test_redis_at_maxmemory_for_a_few_seconds(redis_aof, openai, client, workers
     r.config_set("maxmemory", 1)  # every write that may need memory is refused: OOM
     time.sleep(4)  # the fault lasts this long
     r.config_set("maxmemory", 0)
-    assert_batch_answered_once(client, batch_id, N, alive=[a, b], timeout_s=90)
+    results = assert_batch_answered_once(client, batch_id, N, alive=[a, b], timeout_s=90)
+    report("redis at maxmemory for 4 s", N, results, openai)
     for proc in (a, b):
         log = proc.log_path.read_text(errors="replace")
         assert "Unrecoverable error" not in log and "Traceback" not in log, log[-3000:]

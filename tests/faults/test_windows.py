@@ -20,7 +20,7 @@ import pytest
 
 from tests.worker_process import wait_for
 
-from .conftest import assert_batch_answered_once, calls_per_prompt, duplicate_calls, submit
+from .conftest import report, assert_batch_answered_once, calls_per_prompt, duplicate_calls, submit
 
 pytestmark = pytest.mark.faults
 
@@ -46,7 +46,8 @@ def test_worker_killed_between_fetch_and_start_loses_nothing(point, redis_aof, o
     assert openai.requests == []  # it died before any provider call
     r.delete(f"promptq:test:pause:{point}")
     rescuer = workers("rescuer")
-    assert_batch_answered_once(client, batch_id, 1, alive=[rescuer], timeout_s=RECOVERY_LIMIT_S)
+    results = assert_batch_answered_once(client, batch_id, 1, alive=[rescuer], timeout_s=RECOVERY_LIMIT_S)
+    report(f"SIGKILL at {point}", 1, results, openai)
     assert time.monotonic() - killed_at < RECOVERY_LIMIT_S
     assert list(calls_per_prompt(openai).values()) == [1] and duplicate_calls(openai) == 0
     assert "re-queued" in rescuer.log()
@@ -70,7 +71,8 @@ def test_redis_restart_while_a_job_starts_never_acknowledges_it(redis_aof, opena
     wait_for(lambda: "redis unavailable during job" in worker.log(), 20, message="the worker to wait for redis")
     redis_aof.start_again()
     redis_aof.client().delete("promptq:test:pause:before_start")
-    assert_batch_answered_once(client, batch_id, 1, alive=[worker], timeout_s=60)
+    results = assert_batch_answered_once(client, batch_id, 1, alive=[worker], timeout_s=60)
+    report("redis shutdown at before_start", 1, results, openai)
     assert duplicate_calls(openai) == 0
     log = worker.log_path.read_text(errors="replace")
     assert "Unrecoverable error" not in log and "redis is back: job" in log
@@ -88,5 +90,6 @@ def test_worker_killed_between_call_and_result_write_answers_once(redis_aof, ope
     doomed.kill()
     r.delete("promptq:test:pause:before_record")
     rescuer = workers("rescuer")
-    assert_batch_answered_once(client, batch_id, 1, alive=[rescuer], timeout_s=RECOVERY_LIMIT_S)
+    results = assert_batch_answered_once(client, batch_id, 1, alive=[rescuer], timeout_s=RECOVERY_LIMIT_S)
+    report("SIGKILL at before_record", 1, results, openai)
     assert list(calls_per_prompt(openai).values()) == [2]
