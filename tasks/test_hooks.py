@@ -4,7 +4,8 @@ Off unless `PROMPTQ_TEST_PAUSE_AT` names the point (`after_fetch`: a message
 was moved into the processing list and not yet handed to Celery;
 `before_start`: the task body runs, `JobStore.start` not yet called;
 `before_record`: the provider answered, the result is not yet written). With
-it set, a worker reaching the point writes `promptq:test:paused:<point>` and
+it set, a worker reaching the point writes `promptq:test:paused:<point>` (its
+pid and the job) and
 waits while `promptq:test:pause:<point>` exists; a test deletes that key to
 let it go, or SIGKILLs the worker there. A Redis that cannot be reached ends
 the pause (so a test can stop Redis while a worker is held). Never set it in
@@ -31,7 +32,7 @@ def pause(point: str, detail: str = "") -> None:
     try:
         if not client.exists(f"{prefix}:test:pause:{point}"):
             return
-        client.set(f"{prefix}:test:paused:{point}", detail or "1")
+        client.set(f"{prefix}:test:paused:{point}", f"{os.getpid()} {detail}")
         while client.exists(f"{prefix}:test:pause:{point}"):
             time.sleep(0.02)
     except redis.RedisError:

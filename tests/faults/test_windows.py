@@ -93,3 +93,24 @@ def test_worker_killed_between_call_and_result_write_answers_once(redis_aof, ope
     results = assert_batch_answered_once(client, batch_id, 1, alive=[rescuer], timeout_s=RECOVERY_LIMIT_S)
     report("SIGKILL at before_record", 1, results, openai)
     assert list(calls_per_prompt(openai).values()) == [2]
+
+
+def test_default_settings_redispatch_a_dead_workers_job_within_10_s(redis_aof, openai, client, workers):
+    """Issue 10 item 5, with the shipped heartbeat and lease (not the tests' fast ones)."""
+    from promptq.tasks.settings import Settings
+
+    defaults = Settings()
+    env = {"PROMPTQ_HEARTBEAT_S": str(defaults.heartbeat_s), "PROMPTQ_LEASE_TTL_S": str(defaults.lease_ttl_s),
+           "PROMPTQ_TEST_PAUSE_AT": "before_start"}
+    r = hold(redis_aof, "before_start")
+    pair = {proc.proc.pid: proc for proc in (workers("one", **env), workers("two", **env))}
+    batch_id = submit(client, 1)
+    paused = wait_for(lambda: r.get("promptq:test:paused:before_start"), 20, message="a worker to pause")
+    doomed = pair.pop(int(paused.split()[0]))
+    doomed.kill()
+    killed_at = time.monotonic()
+    r.delete("promptq:test:pause:before_start")
+    results = assert_batch_answered_once(client, batch_id, 1, alive=list(pair.values()), timeout_s=20)
+    took = time.monotonic() - killed_at
+    report(f"SIGKILL before start, default lease: answered {took:.1f}s after the kill", 1, results, openai)
+    assert took < 10, took
