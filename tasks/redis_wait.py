@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import redis
 
@@ -40,7 +40,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def wait_for_redis(call: Callable[[], T], what: str, *, give_up_after_s: float = float("inf"),
-                   sleep: Callable[[float], None] = time.sleep) -> T:
+                   sleep: Optional[Callable[[float], None]] = None) -> T:
     """`call()`, tried again while Redis is unavailable; raises the last error after `give_up_after_s`."""
     started = time.monotonic()
     delay = FIRST_DELAY_S
@@ -54,7 +54,7 @@ def wait_for_redis(call: Callable[[], T], what: str, *, give_up_after_s: float =
             tries += 1
             logger.warning("redis unavailable during %s (%s: %s); retry %d in %.1fs",
                            what, type(exc).__name__, str(exc)[:200], tries, delay)
-            sleep(delay)
+            (sleep or time.sleep)(delay)
             delay = min(delay * 2, MAX_DELAY_S)
             continue
         if tries:
