@@ -1,6 +1,7 @@
 """What dead-worker detection costs Redis at 50 workers.
 
     .venv/bin/python -m bench.heartbeat_cost [--workers 50] [--seconds 10]
+    ./scripts/bench --only heartbeat_cost          # the same, as case 8 of the suite
 
 Two parts, each measured as Redis commands per second (INFO's
 total_commands_processed, before and after) on a private redis-server:
@@ -74,21 +75,44 @@ def idle_fetch_cost(server: RedisServer, seconds: float, env: dict) -> float:
     return rate
 
 
+def measure(server: RedisServer, workers: int, seconds: float) -> dict:
+    new = leases_cost(server, workers, seconds, 2.0, 6.0)
+    old = leases_cost(server, workers, seconds, 5.0, 30.0)
+    fetch = idle_fetch_cost(server, seconds, {})
+    return {
+        "workers": workers,
+        "leases_cmds_per_s": round(new, 1), "leases_cmds_per_s_old_defaults": round(old, 1),
+        "idle_fetch_cmds_per_s_per_worker": round(fetch, 1),
+        "total_cmds_per_s_at_workers": round(new + fetch * workers, 1),
+    }
+
+
+def run(ctx) -> tuple:
+    """Case 8 of `python -m bench`."""
+    from .report import row
+
+    figures = measure(ctx.redis, 50, 3.0 if ctx.quick else 10.0)
+    case = "8 heartbeat_cost"
+    rows = [
+        row(case, "Redis cmds/s, leases of 50 workers (heartbeat 2 s, lease 6 s)", figures["leases_cmds_per_s"],
+            "cmds/s", baseline=figures["leases_cmds_per_s_old_defaults"],
+            baseline_is="old defaults: heartbeat 5 s, lease 30 s", note="8 running jobs per worker"),
+        row(case, "Redis cmds/s, one idle worker (reliable fetch + beats + Celery events)",
+            figures["idle_fetch_cmds_per_s_per_worker"], "cmds/s"),
+        row(case, "Redis cmds/s, 50 idle workers in all", figures["total_cmds_per_s_at_workers"], "cmds/s",
+            note="leases + 50 x one idle worker"),
+    ]
+    return rows, figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     with RedisServer() as server:
-        new = leases_cost(server, args.workers, args.seconds, 2.0, 6.0)
-        old = leases_cost(server, args.workers, args.seconds, 5.0, 30.0)
-        fetch = idle_fetch_cost(server, args.seconds, {})
-    print(json.dumps({
-        "workers": args.workers,
-        "leases_cmds_per_s": round(new, 1), "leases_cmds_per_s_old_defaults": round(old, 1),
-        "idle_fetch_cmds_per_s_per_worker": round(fetch, 1),
-        "total_cmds_per_s_at_workers": round(new + fetch * args.workers, 1),
-    }, indent=2))
+        figures = measure(server, args.workers, args.seconds)
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
