@@ -135,7 +135,9 @@ def _parse_line(
     try:
         obj = loads_strict(raw, "line")
     except JSONValueError as exc:
-        return None, InvalidLine(line_no, f"invalid JSON: {exc}")
+        reason = str(exc)[len(exc.path) + 2:]
+        where = exc.path[len("line"):].lstrip(".")
+        return None, InvalidLine(line_no, f"invalid JSON{f' at {where}' if where else ''}: {reason}")
     except ValueError as exc:
         return None, InvalidLine(line_no, f"invalid JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})")
     if not isinstance(obj, dict):

@@ -50,7 +50,8 @@ def check_json(value: Any, path: str = "value", max_depth: int = MAX_DEPTH) -> N
             continue
         if isinstance(item, (dict, list, tuple)):  # a tuple is written as a JSON array
             if depth >= max_depth:
-                raise JSONValueError(where, f"is nested more than {max_depth} levels deep")
+                shown = where if len(where) <= 80 else where[:77] + "..."
+                raise JSONValueError(shown, f"is nested more than {max_depth} levels deep")
             if isinstance(item, dict):
                 for key, child in item.items():
                     if not isinstance(key, str):
@@ -64,14 +65,13 @@ def check_json(value: Any, path: str = "value", max_depth: int = MAX_DEPTH) -> N
         raise JSONValueError(where, f"a {type(item).__name__} is not a JSON value")
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def loads_strict(text: Any, path: str = "value", max_depth: int = MAX_DEPTH) -> Any:
     """`json.loads` that refuses NaN/Infinity, too-deep nesting and lone surrogates (ValueError)."""
+    def no_constant(name: str) -> Any:
+        raise JSONValueError(path, f"{name} is not a JSON number")
+
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=no_constant)
     except RecursionError:
         raise JSONValueError(path, f"is nested more than {max_depth} levels deep") from None
     check_json(value, path, max_depth)
