@@ -76,4 +76,11 @@ def test_every_poison_message_is_set_aside_and_the_worker_keeps_serving(redis_ao
     again = workers("again")
     batch_id = submit(client, 5)
     assert_batch_answered_once(client, batch_id, 5, alive=[again], timeout_s=60)
-    print({e["reason"][:80] for e in entries})
+    # What an operator sees.
+    from click.testing import CliRunner
+
+    from promptq.workers.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["--redis-url", redis_aof.url, "poison", "--limit", "50"])
+    assert out.exit_code == 0 and len(out.stdout.splitlines()) == len(entries)
+    assert all(f"\t{QUEUE}\t" in line for line in out.stdout.splitlines())
