@@ -58,7 +58,7 @@ def create_app(
         # Redis, in this process's processing list, until it is acknowledged.
         broker_transport="promptq.tasks.reliable_fetch:Transport",
         # Messages Celery cannot take in go to the poison list (tasks.poison).
-        worker_consumer="promptq.tasks.poison:PoisonConsumer",
+        worker_consumer="promptq.tasks.poison_consumer:PoisonConsumer",
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "max_connections": max_connections,
