@@ -53,7 +53,10 @@ def windows_held(r, client, dead_pid: int, dead_name: str, openai) -> Set[str]:
     seen_prompts = set(calls_per_prompt(openai))
     for key in r.keys(f"promptq:processing:*:{dead_pid}:*"):
         for item in r.lrange(key, 0, -1):
-            _, job_id, token = describe(item)
+            try:
+                _, job_id, _token = describe(item)
+            except ValueError:
+                continue
             record = client.store.get(job_id)
             if record and record.status.value == "queued":
                 hit.add("fetch_to_start")

@@ -148,3 +148,17 @@ def test_cli_submit_refuses_with_a_message_not_a_traceback(args, where, settings
     assert out.exit_code == 2, (out.exit_code, out.stderr, out.exception)
     assert "Traceback" not in out.stderr and (where in out.stderr or "messages" in out.stderr)
     assert redis_client.keys("promptq:job:*") == []
+
+
+def test_skip_invalid_submits_the_rest_of_a_fuzzed_file(client, redis_client):
+    from promptq.tasks.batch import BatchInputError, submit_batch
+
+    lines = [json.dumps({"custom_id": f"ok{i}", "prompt": "fine"}) for i in range(2)]
+    lines[1:1] = BAD_LINES.values()
+    with pytest.raises(BatchInputError) as info:
+        submit_batch(client, lines, targets=["mock:m"])
+    assert len(info.value.invalid) == len(BAD_LINES)
+    assert redis_client.llen("promptq.mock") == 0  # nothing enqueued without --skip-invalid
+    done = submit_batch(client, lines, targets=["mock:m"], skip_invalid=True)
+    assert (done.submitted, len(done.invalid)) == (2, len(BAD_LINES))
+    assert redis_client.llen("promptq.mock") == 2
