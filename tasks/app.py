@@ -9,7 +9,9 @@ pool (kombu's Redis transport defaults to 10, which stalls a big pool).
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.signals import worker_ready
@@ -18,6 +20,28 @@ from .keys import Keys
 from .observer import Observer
 from .run import register_tasks
 from .settings import Settings
+
+
+#: URL schemes served by kombu's plain Redis transport, which reliable fetch extends.
+RELIABLE_FETCH_SCHEMES = ("redis", "rediss", "redis+socket", "unix", "socket")
+
+
+def broker_options(redis_url: str) -> dict:
+    """Reliable fetch (tasks.reliable_fetch) for plain Redis URLs.
+
+    Naming the transport class replaces the one kombu would pick from the URL
+    scheme, so what the scheme implied must be kept: `rediss://` means TLS
+    (verified, unless the URL's `ssl_cert_reqs` says otherwise; kombu alone
+    would fall back to an unverified connection). `sentinel://` keeps kombu's
+    Sentinel transport, without reliable fetch.
+    """
+    parts = urlsplit(redis_url)
+    if parts.scheme not in RELIABLE_FETCH_SCHEMES:
+        return {}
+    options: dict = {"broker_transport": "promptq.tasks.reliable_fetch:Transport"}
+    if parts.scheme == "rediss" and "ssl_cert_reqs" not in parts.query:
+        options["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
 
 
 def create_app(
@@ -54,9 +78,6 @@ def create_app(
         # gives up, and exits, after 100 tries).
         broker_connection_max_retries=None,
         broker_pool_limit=max_connections,
-        # Reliable fetch (tasks.reliable_fetch): a fetched message stays in
-        # Redis, in this process's processing list, until it is acknowledged.
-        broker_transport="promptq.tasks.reliable_fetch:Transport",
         # Messages Celery cannot take in go to the poison list (tasks.poison).
         worker_consumer="promptq.tasks.poison_consumer:PoisonConsumer",
         broker_transport_options={
@@ -71,6 +92,7 @@ def create_app(
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
+    app.conf.update(broker_options(settings.redis_url))
     app.promptq_settings = settings
     app.promptq_observer_factory = observer_factory
     register_tasks(app)

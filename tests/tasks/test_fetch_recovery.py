@@ -68,3 +68,28 @@ def test_live_owner_and_tracked_messages_are_left_alone(runtime, redis_client, k
     (job,) = keeper.fetch_recovery.recover_own(own, 3)
     assert job["id"] == "j1" and redis_client.llen(own) == 0
     assert rt.store.status("j1") is JobStatus.QUEUED
+
+
+def test_reliable_fetch_keeps_what_the_url_scheme_means():
+    import ssl
+
+    from kombu.transport.redis import SentinelTransport
+
+    from promptq.tasks.app import create_app
+    from promptq.tasks.reliable_fetch import Transport
+    from promptq.tasks.settings import Settings
+
+    def connection(url):
+        app = create_app(Settings(redis_url=url))
+        conn = app.connection_for_write()
+        return conn, conn.transport_cls
+
+    conn, cls = connection("rediss://:pw@redis.example:6380/0")
+    assert cls == "promptq.tasks.reliable_fetch:Transport" and conn.transport.__class__ is Transport
+    assert conn.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}  # TLS, verified
+    conn, _ = connection("rediss://:pw@redis.example:6380/0?ssl_cert_reqs=none")
+    assert conn.ssl == {"ssl_cert_reqs": ssl.CERT_NONE}  # the URL's own choice wins
+    conn, _ = connection("redis://127.0.0.1:6379/0")
+    assert conn.transport.__class__ is Transport and not conn.ssl
+    conn, _ = connection("sentinel://127.0.0.1:26379/0")
+    assert isinstance(conn.transport, SentinelTransport)
