@@ -14,8 +14,10 @@ copy still held somewhere is dropped as stale by `JobStore.start`).
 How a fetch goes: with one list to watch, BLMOVE blocks on it. With several
 (several queues, or kombu's priority steps), a Lua script moves the first
 message found, in kombu's order (priority first); when all are empty the next
-fetch blocks on one list for `MULTI_LIST_WAIT_S`, then scans again, so a
-message on any list waits at most that long while the worker is idle.
+fetch blocks for `MULTI_LIST_WAIT_S` on the list the last message came from
+(or the queues' plain lists in turn), which wakes at once for the usual
+traffic, then scans again: a message on any other list waits at most that
+long while the worker is idle.
 
 Messages that cannot even be read as a kombu envelope (not JSON, not an
 object, a body that is not base64...) and anything else that raises while
@@ -48,7 +50,7 @@ logger = logging.getLogger(__name__)
 #: Pause of the consumer when Redis refuses a fetch (OOM, LOADING).
 FETCH_PAUSE_S = 0.5
 #: While idle with several lists to watch, block on one for this long, then scan all.
-MULTI_LIST_WAIT_S = 0.25
+MULTI_LIST_WAIT_S = 0.5
 
 # KEYS: the lists in priority order, then the processing list.
 _SCAN = """
@@ -171,6 +173,7 @@ class Channel(kredis.Channel):
         self._no_ack_queues: set = set()
         self._fetch_mode: Optional[str] = None
         self._wait_index = 0
+        self._wait_key: Optional[str] = None
         self._scan_next = True
         self._registered = False
 
@@ -186,14 +189,11 @@ class Channel(kredis.Channel):
 
     # --- fetching ---------------------------------------------------------
 
-    def _lists(self) -> List[str]:
-        queues = self._queue_cycle.consume(len(self.active_queues))
-        return [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-
     def _brpop_start(self, timeout=None):
         if timeout is None:
             timeout = self.brpop_timeout
-        lists = list(dict.fromkeys(self._lists()))
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        lists = list(dict.fromkeys(self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues))
         if not lists:
             return
         if not self._registered:
@@ -209,8 +209,10 @@ class Channel(kredis.Channel):
             args: List[Any] = ["EVAL", _SCAN, len(lists) + 1, *lists, self.processing_key]
             self._scan_next = False
         else:
-            key = lists[self._wait_index % len(lists)]
-            self._wait_index += 1
+            # Block where the last message came from (most traffic sits on one
+            # list: a queue's plain, priority-0 list), else on the queues'
+            # plain lists in turn; the next scan finds anything elsewhere.
+            key = self._wait_key if self._wait_key in lists else queues[self._wait_index % len(queues)]
             self._fetch_mode = key
             wait = (timeout or 1) if len(lists) == 1 else min(timeout or 1, MULTI_LIST_WAIT_S)
             args = ["BLMOVE", key, self.processing_key, "RIGHT", "LEFT", wait]
@@ -237,13 +239,18 @@ class Channel(kredis.Channel):
                 time.sleep(FETCH_PAUSE_S)
                 raise kredis.Empty()
             if not reply:
+                if self._fetch_mode is not None:  # a wait timed out: wait on the next queue
+                    self._wait_key = None
+                    self._wait_index += 1
                 raise kredis.Empty()
             if self._fetch_mode is None:
                 source, item = reply
             else:
                 source, item = self._fetch_mode, reply
             self._scan_next = True  # after a hit, look everywhere (priority order) again
-            queue = (source.decode() if isinstance(source, bytes) else source).rsplit(self.sep, 1)[0]
+            source = source.decode() if isinstance(source, bytes) else source
+            self._wait_key = source
+            queue = source.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
             self._deliver_fetched(item, queue)
             return True
