@@ -80,6 +80,15 @@ def describe(item: bytes) -> Tuple[str, str, str]:
     return str(tag), job_id, token
 
 
+def _on_promptq_queue(item: bytes, prefix: str) -> bool:
+    """True unless the item is a readable envelope routed to a queue that is not promptq's."""
+    try:
+        routing_key = json.loads(item)["properties"]["delivery_info"]["routing_key"]
+    except Exception:  # noqa: BLE001 - unreadable: it came from a promptq queue's consumer
+        return True
+    return not isinstance(routing_key, str) or routing_key.startswith(f"{prefix}.")
+
+
 class FetchRecovery:
     """Finds dead processes' processing lists and re-publishes their jobs."""
 
@@ -137,7 +146,9 @@ class FetchRecovery:
             tag, job_id, token = describe(item)
         except Exception as exc:  # noqa: BLE001 - unreadable: set it aside, never retry it
             pipe = self.redis.pipeline(transaction=True)
-            move_to_poison(pipe, self.keys.prefix, item, queue=None, reason=exc)
+            if _on_promptq_queue(item, self.keys.prefix):
+                move_to_poison(pipe, self.keys.prefix, item, queue=None, reason=exc)
+            # else: not ours (a control reply caught mid-flight): dropped
             pipe.lrem(key, -1, item)
             pipe.execute()
             return None

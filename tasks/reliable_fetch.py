@@ -196,9 +196,11 @@ class Channel(kredis.Channel):
         lists = list(dict.fromkeys(self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues))
         if not lists:
             return
-        if not self._registered:
+        if not self._registered and not set(queues) <= self._no_ack_queues:
             # Known to recovery before the first message lands in the list,
-            # even if this process dies before its first heartbeat.
+            # even if this process dies before its first heartbeat. A process
+            # that only reads control replies (Flower, the CLI) never beats
+            # and keeps nothing: it is not registered at all.
             with self.conn_or_acquire() as client:
                 client.hsetnx(fetchers_key(self.key_prefix), self.processing_key, time.time())
             self._registered = True

@@ -93,3 +93,14 @@ def test_reliable_fetch_keeps_what_the_url_scheme_means():
     assert conn.transport.__class__ is Transport and not conn.ssl
     conn, _ = connection("sentinel://127.0.0.1:26379/0")
     assert isinstance(conn.transport, SentinelTransport)
+
+
+def test_a_control_reply_caught_in_a_dead_list_is_dropped_not_poison(runtime, redis_client):  # noqa: F811
+    rt = runtime(lease_ttl_s=3, heartbeat_s=1)
+    reply = {"body": "e30=", "headers": {}, "content-type": "application/json",
+             "properties": {"delivery_tag": "t1", "body_encoding": "base64",
+                            "delivery_info": {"exchange": "reply.celery.pidbox", "routing_key": "abc.reply.celery.pidbox"}}}
+    redis_client.lpush(DEAD, json.dumps(reply))
+    redis_client.hset(fetchers_key("promptq"), DEAD, time.time() - 60)
+    assert LeaseKeeper(rt).reap() == 0
+    assert redis_client.llen(DEAD) == 0 and read_poison(redis_client) == []
