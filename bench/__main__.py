@@ -13,8 +13,9 @@ assertion (the exit status is non-zero only when a case could not run).
 
 Cases: overhead (1), concurrency (2), streaming (3), batch (4), memory (5),
 peer (6: litellm, when installed), batch_e2e (7: a 10,000-line batch submitted
-and finished on the mock provider), heartbeat_cost (8: Redis commands/s of
-dead-worker detection and reliable fetch at 50 workers).
+and finished on the mock provider), redis_cost (8: Redis commands, round trips, CPU
+and bytes per job), heartbeat_cost (9: Redis commands/s of dead-worker
+detection and reliable fetch at 50 workers).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
-CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e", "heartbeat_cost"]
+CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e", "redis_cost", "heartbeat_cost"]
 
 
 @dataclass

@@ -8,13 +8,17 @@ the job spec, `run_job.apply_async(...)` -- one Celery publish per line, no
 job records at all. `Client.submit` per line (records and all, four round
 trips) is shown too. No worker runs: this measures getting work onto the
 queue. The naive loops run on the first N lines only (their rate per line
-is flat), so the whole case stays within the time budget.
+is flat), so the whole case stays within the time budget. The two alternate
+for three rounds and the medians are compared; the target holds only if
+every round's ratio meets it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -48,33 +52,51 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     client = promptq_client(ctx.redis.url)
     queue = client.keys.queue("openai")
     details: Dict[str, Any] = {"lines": lines, "naive_lines": naive_lines}
+    rounds = 3
+    details["rounds"] = rounds
+    batch_runs: List[Dict[str, Any]] = []
+    naive_runs: List[Dict[str, Any]] = []
     try:
-        client.redis.flushall()
-        marks: Dict[str, float] = {}
-        t0 = time.monotonic()
-        sub = submit_batch(client, path, targets=[TARGET], on_validated=lambda *_: marks.setdefault("v", time.monotonic()))
-        elapsed = time.monotonic() - t0
-        queued = client.redis.llen(queue)
-        details["submit_batch"] = {"seconds": round(elapsed, 2), "lines_per_s": round(lines / elapsed, 1),
-                                   "validate_s": round(marks.get("v", t0) - t0, 2), "submitted": sub.submitted,
-                                   "queued_messages": queued}
-        log(f"batch: submit_batch {lines} lines in {elapsed:.1f}s ({lines / elapsed:.0f}/s), {queued} queued")
+        # Alternate the two for `rounds` rounds and keep medians: a load that
+        # comes and goes on the machine then hits both sides alike.
+        for _ in range(rounds):
+            client.redis.flushall()
+            marks: Dict[str, float] = {}
+            t0 = time.monotonic()
+            sub = submit_batch(client, path, targets=[TARGET],
+                               on_validated=lambda *_: marks.setdefault("v", time.monotonic()))
+            elapsed = time.monotonic() - t0
+            queued = client.redis.llen(queue)
+            batch_runs.append({"seconds": round(elapsed, 2), "lines_per_s": round(lines / elapsed, 1),
+                               "validate_s": round(marks.get("v", t0) - t0, 2), "submitted": sub.submitted,
+                               "queued_messages": queued})
+            log(f"batch: submit_batch {lines} lines in {elapsed:.1f}s ({lines / elapsed:.0f}/s), {queued} queued")
+            del sub  # each round starts from the same heap: nothing of the last one kept
+            gc.collect()
 
-        # The naive loop: parse, build the spec, apply_async. Same file, first lines.
-        client.redis.flushall()
-        task = client.app.tasks[TASK_NAME]
-        t0 = time.monotonic()
-        with open(path) as fh, client.app.producer_or_acquire() as producer:
-            for i, text in zip(range(naive_lines), fh):
-                obj = json.loads(text)
-                spec = JobSpec.create(targets=[TARGET], prompt=obj["prompt"], custom_id=obj["custom_id"]).to_dict()
-                task.apply_async(args=(spec["id"], spec), kwargs={"target_index": 0, "attempt": 1, "token": ""},
-                                 queue=queue, task_id=spec["id"], producer=producer)
-        naive_s = time.monotonic() - t0
-        naive_rate = naive_lines / naive_s
-        details["naive_apply_async"] = {"lines": naive_lines, "seconds": round(naive_s, 2),
-                                        "lines_per_s": round(naive_rate, 1), "queued_messages": client.redis.llen(queue)}
-        log(f"batch: naive apply_async {naive_lines} lines in {naive_s:.1f}s ({naive_rate:.0f}/s)")
+            # The naive loop: parse, build the spec, apply_async. Same file, first lines.
+            client.redis.flushall()
+            task = client.app.tasks[TASK_NAME]
+            t0 = time.monotonic()
+            with open(path) as fh, client.app.producer_or_acquire() as producer:
+                for i, text in zip(range(naive_lines), fh):
+                    obj = json.loads(text)
+                    spec = JobSpec.create(targets=[TARGET], prompt=obj["prompt"], custom_id=obj["custom_id"]).to_dict()
+                    task.apply_async(args=(spec["id"], spec), kwargs={"target_index": 0, "attempt": 1, "token": ""},
+                                     queue=queue, task_id=spec["id"], producer=producer)
+            naive_s = time.monotonic() - t0
+            naive_runs.append({"lines": naive_lines, "seconds": round(naive_s, 2),
+                               "lines_per_s": round(naive_lines / naive_s, 1),
+                               "queued_messages": client.redis.llen(queue)})
+            log(f"batch: naive apply_async {naive_lines} lines in {naive_s:.1f}s ({naive_lines / naive_s:.0f}/s)")
+        ratios = [b["lines_per_s"] / n["lines_per_s"] for b, n in zip(batch_runs, naive_runs)]
+        median_batch = statistics.median(r["lines_per_s"] for r in batch_runs)
+        naive_rate = statistics.median(r["lines_per_s"] for r in naive_runs)
+        details["submit_batch"] = dict(min(batch_runs, key=lambda r: abs(r["lines_per_s"] - median_batch)),
+                                       lines_per_s=median_batch)
+        details["submit_batch_runs"] = batch_runs
+        details["naive_apply_async"] = {"lines": naive_lines, "lines_per_s": naive_rate, "runs": naive_runs}
+        details["ratios"] = [round(r, 2) for r in ratios]
 
         client.redis.flushall()
         submit_lines = max(200, naive_lines // 5)
@@ -91,14 +113,16 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         client.close()
         os.unlink(path)
     rate = details["submit_batch"]["lines_per_s"]
-    ok = details["submit_batch"]["queued_messages"] == lines
+    ok = all(r["queued_messages"] == lines for r in batch_runs)
     rows = [
-        row("4 batch", f"lines/s, submit_batch of {lines:,} lines", rate, "lines/s", baseline=naive_rate,
-            baseline_is="naive apply_async loop", target=f"ratio >= {TARGET_RATIO:g}",
-            met=ok and rate / naive_rate >= TARGET_RATIO,
-            note=(f"{details['submit_batch']['validate_s']} s of {details['submit_batch']['seconds']} s validating; "
+        row("4 batch", f"lines/s, submit_batch of {lines:,} lines (median of {rounds} alternating rounds)", rate,
+            "lines/s", baseline=naive_rate, baseline_is="naive apply_async loop",
+            ratio=statistics.median(ratios), target=f"ratio >= {TARGET_RATIO:g} in every round",
+            met=ok and min(ratios) >= TARGET_RATIO,
+            note=(f"ratio per round {details['ratios']}; "
+                  f"{details['submit_batch']['validate_s']} s of {details['submit_batch']['seconds']} s validating; "
                   f"naive loop timed on the first {naive_lines:,} lines"
-                  + ("" if ok else f"; only {details['submit_batch']['queued_messages']} messages queued"))),
+                  + ("" if ok else f"; not all messages queued: {[r['queued_messages'] for r in batch_runs]}"))),
         row("4 batch", f"lines/s, Client.submit loop ({submit_lines:,} lines)", details["client_submit_loop"]["lines_per_s"],
             "lines/s", baseline=naive_rate, baseline_is="naive apply_async loop"),
     ]

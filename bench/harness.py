@@ -189,9 +189,11 @@ class ProfiledWorker(WorkerProcess):
 
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-        out = PROFILE_DIR / f"{self.name}-{time.strftime('%H%M%S')}-{self.proc.pid}.svg"
+        # BENCH_PROFILE_FORMAT=raw: collapsed stacks (text), to sum by function.
+        fmt = os.environ.get("BENCH_PROFILE_FORMAT", "flamegraph")
+        out = PROFILE_DIR / f"{self.name}-{time.strftime('%H%M%S')}-{self.proc.pid}.{'svg' if fmt == 'flamegraph' else 'txt'}"
         self._spy = subprocess.Popen([spy, "record", "--pid", str(self.proc.pid), "--rate", "200", "--nonblocking",
-                                      "--format", "flamegraph", "--output", str(out)],
+                                      "--format", fmt, "--output", str(out)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         log(f"profiling {self.name} into {out}")
         return self

@@ -182,6 +182,15 @@ def render() -> str:
     for name, default, comment in env_settings(settings):
         out += [f"# {comment}", f"# {name}={default}", ""]
     for name in file_only_fields(settings):
+        if name == "limit_overrides":
+            out += [
+                "# limit_overrides: rate limits per provider (README, \"Rate limits and capacity\"); per model",
+                "# only in the PROMPTQ_CONFIG file ([providers.NAME.models.\"MODEL\".limits]).",
+                "# Per provider: PROMPTQ_LIMIT_OPENAI_RPM, PROMPTQ_LIMIT_OPENAI_TPM and",
+                "# PROMPTQ_LIMIT_OPENAI_CONCURRENCY (any provider's name in place of OPENAI).",
+                "",
+            ]
+            continue
         out += [
             f"# {name}: not read from the environment; set it in the PROMPTQ_CONFIG file.",
             "",

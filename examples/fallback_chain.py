@@ -2,9 +2,9 @@
 
 Run: .venv/bin/python examples/fallback_chain.py
 
-Two mock providers stand in for real ones: "primary" refuses with an auth
-error, so the chain falls back to "backup", each with its own model. Swap in
-real ones with `manager.add_provider("openai", {})` (keys from OPENAI_API_KEY).
+Two mock providers stand in for real ones: "primary" is overloaded (an
+endpoint failure, which degrades its health), so the chain falls back to
+"backup", each with its own model. Swap in real ones with `manager.add_provider("openai", {})` (keys from OPENAI_API_KEY).
 """
 
 from promptq.providers import AllProvidersFailed, ProviderManager
@@ -12,7 +12,7 @@ from promptq.providers import AllProvidersFailed, ProviderManager
 
 def main() -> None:
     manager = ProviderManager()
-    manager.add_provider("primary", {"type": "mock", "fault": "auth"})
+    manager.add_provider("primary", {"type": "mock", "fault": "overloaded"})
     manager.add_provider("backup", {"type": "mock", "reply": "{name} ({model}) says: {prompt}"})
     manager.setup_fallback_chain([("primary", "big-model"), ("backup", "small-model")])
 

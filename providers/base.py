@@ -65,9 +65,13 @@ class ProviderResult:
     finish_reason: Optional[str] = None
     latency_s: float = 0.0
     refusal: Optional[str] = None
+    #: The response's rate-limit headers (providers.rate_limit_info), for the
+    #: queue's pacing; not part of the job's result.
+    rate_limit_headers: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
+        data.pop("rate_limit_headers", None)
         data["usage"] = self.usage.to_dict()
         return data
 
@@ -95,21 +99,46 @@ class ProviderStream:
 
     Wraps a generator that yields str and *returns* the result, so providers
     write one natural generator and callers still get usage after streaming.
+    With `batched=True` the generator yields lists of str instead: the
+    pieces that arrived together (one socket read). Iterating gives pieces
+    either way; `batches()` gives the lists, which a relay sends as one event.
     """
 
-    def __init__(self, generator: Generator[str, None, ProviderResult]):
+    def __init__(self, generator: Generator[Any, None, ProviderResult], *, batched: bool = False):
         self._generator = generator
+        self._batched = batched
+        self._pending: List[str] = []  # the current batch's pieces not yet returned, reversed
         self.result: Optional[ProviderResult] = None
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
+        if not self._batched:
+            return self._next()
+        while not self._pending:
+            self._pending = self._next()[::-1]
+        return self._pending.pop()
+
+    def _next(self) -> Any:
         try:
             return next(self._generator)
         except StopIteration as stop:
             self.result = stop.value
             raise
+
+    def batches(self) -> Iterator[List[str]]:
+        """The pieces in lists of those that arrived together (one each when
+        the provider cannot tell)."""
+        if self._pending:
+            pending, self._pending = self._pending[::-1], []
+            yield pending
+        while True:
+            try:
+                item = self._next()
+            except StopIteration:
+                return
+            yield item if self._batched else [item]
 
     def close(self) -> None:
         """Stop early (closes the HTTP response behind the generator)."""

@@ -100,6 +100,9 @@ class ProviderError(RuntimeError):
         self.retry_after = retry_after
         self.provider_message = redact(provider_message) if provider_message else None
         self.error_type = error_type
+        #: The response's rate-limit headers (providers.rate_limit_info), set
+        #: for HTTP errors; the queue's pacing reads them. Not in to_dict.
+        self.rate_limit_headers: dict[str, str] = {}
         super().__init__(self.message)
 
     @property
@@ -213,6 +216,10 @@ _QUOTA_RE = re.compile(
     re.I,
 )
 _OVERLOAD_RE = re.compile(r"overloaded", re.I)
+#: OpenAI's codes/types that say "slow down" whatever the message adds. The
+#: generic `rate_limit_error` (Anthropic, llama-server) is not here: a
+#: llama-server quota error carries it too, so there the words still decide.
+_RATE_LIMIT_KINDS = frozenset({"rate_limit_exceeded", "requests", "tokens"})
 
 # Anthropic's error types, mapped to the status they stand for, so an in-band
 # `event: error` classifies exactly like the HTTP error it replaces.
@@ -238,6 +245,11 @@ def categorize(
     text = " ".join(filter(None, [kind or "", message or ""]))
     if status is None and kind in _TYPE_STATUS:
         status = _TYPE_STATUS[kind]
+    # The vendor's code/type decides before any words in the message: a real
+    # OpenAI `rate_limit_exceeded` can end with "add a payment method ...
+    # /account/billing", and it still means "slow down", not "out of quota".
+    if kind in _RATE_LIMIT_KINDS and status in (429, None):
+        return ErrorCategory.RATE_LIMIT
     if kind in ("context_length_exceeded", "exceed_context_size_error") or (
         status in (400, 413, 422, None) and _CONTEXT_RE.search(text)
     ):
@@ -314,13 +326,14 @@ class ErrorClassifier:
     @staticmethod
     def classify_http_error(response: requests.Response, provider: str = "unknown") -> ProviderError:
         """Classify a non-2xx HTTP response by status, vendor error type and body."""
+        from .rate_limit_info import rate_limit_headers
+
         status = response.status_code if isinstance(response.status_code, int) else None
         data, text = _body(response)
-        if data is not None:
-            return error_from_payload(data, provider, status_code=status, headers=response.headers)
-        error = error_from_payload(None, provider, status_code=status, headers=response.headers)
-        if text:
+        error = error_from_payload(data, provider, status_code=status, headers=response.headers)
+        if data is None and text:
             error.provider_message = redact(text.strip()[:500])
+        error.rate_limit_headers = rate_limit_headers(response.headers)
         return error
 
     @staticmethod

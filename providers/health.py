@@ -23,13 +23,14 @@ errors by category, the last error (redacted) and a circuit breaker::
   "degraded" (the seed guide's test asks exactly that), and a provider is
   only skipped once it has failed `failure_threshold` times in a row.
 
-Which failures count. Only errors that say something about the provider
-move the breaker: server, network, overloaded, rate limit, auth, quota,
-malformed responses and unknown exceptions. Invalid requests, context-length
+Which failures count. Only errors that say the endpoint is broken move the
+breaker: server errors, network failures, overloaded, malformed responses
+and unknown exceptions. Rate limits (a healthy provider asking us to wait),
+auth and quota (the account's state), invalid requests, context-length
 overruns, content-filter refusals and not-found (an unknown model: the
-chain entry's fault) are the caller's doing; a healthy provider returns them,
-so they are counted by category but neither degrade health nor open the
-circuit.
+chain entry's fault) are counted by category but neither degrade health nor
+open the circuit. Callers key a circuit by endpoint, e.g. "provider:model"
+(see tasks.endpoints), so one failing model never closes its siblings.
 
 `InMemoryHealthStore` serves one process; `health_redis.RedisHealthStore`
 implements the same transitions in Lua so every worker shares them.
@@ -48,13 +49,19 @@ from .error_handling import ErrorCategory, ProviderError, redact
 
 Clock = Callable[[], float]
 
-#: The caller's fault: counted, but never held against the provider.
+#: Counted, but never held against the endpoint: the caller's fault (bad
+#: request, unknown model, ...), the account's (auth, quota), or a provider
+#: asking us to slow down. A burst of 429s from a healthy provider must not
+#: open a circuit: that refuses calls it would have answered (issue 8).
 NON_CIRCUIT_CATEGORIES = frozenset(
     {
         ErrorCategory.INVALID_REQUEST,
         ErrorCategory.CONTEXT_LENGTH,
         ErrorCategory.CONTENT_FILTER,
         ErrorCategory.NOT_FOUND,
+        ErrorCategory.RATE_LIMIT,
+        ErrorCategory.AUTH_ERROR,
+        ErrorCategory.QUOTA_EXHAUSTED,
     }
 )
 

@@ -86,11 +86,18 @@ return 'counted'
 """
 
 # KEYS: record, probe.  ARGV: now, claim token, probe timeout in ms.
+# Returns 1 (closed: go), 2 (half-open: the probe is claimed, go) or 0.
 _ALLOW_REQUEST = """
 local retry_at = redis.call('HGET', KEYS[1], 'retry_at')
 if not retry_at then return 1 end
 if tonumber(ARGV[1]) < tonumber(retry_at) then return 0 end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 2 end
+return 0
+"""
+
+# KEYS: probe ; ARGV: token. A probe claimed for a call that was not made.
+_RELEASE_PROBE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -144,6 +151,7 @@ class RedisHealthStore(HealthStore):
         self._success = redis_client.register_script(_RECORD_SUCCESS)
         self._failure = redis_client.register_script(_RECORD_FAILURE)
         self._allow = redis_client.register_script(_ALLOW_REQUEST)
+        self._release = redis_client.register_script(_RELEASE_PROBE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "promptq:health", **kwargs: Any) -> "RedisHealthStore":
@@ -207,15 +215,24 @@ class RedisHealthStore(HealthStore):
             )
 
     def allow_request(self, provider: str) -> bool:
+        return self.queue_allow_request(provider, self.redis).answer()
+
+    def queue_allow_request(self, provider: str, pipe: Any) -> "AllowCheck":
+        """`allow_request` as one call queued on `pipe` (a worker sends it in
+        the round trip that starts the job); the returned check reads its
+        reply. With a plain client the call is made at once."""
         # The token names the claimant, for an operator reading the key.
         token = f"{uuid.uuid4().hex}@{time.time():.3f}"
         timeout_ms = max(1, int(self.policy.probe_timeout_s * 1000))
         keys = [self._key(provider), self._key(provider, ":probe")]
+        check = AllowCheck(self, provider, keys[1], token)
         try:
-            return bool(self._allow(keys=keys, args=[repr(float(self.clock())), token, timeout_ms]))
+            reply = self._allow(keys=keys, args=[repr(float(self.clock())), token, timeout_ms], client=pipe)
         except redis.RedisError as exc:
-            logger.warning("health store unavailable; letting %s through: %s", provider, exc)
-            return True
+            reply = exc
+        if not isinstance(pipe, redis.client.Pipeline):
+            check.reply = reply
+        return check
 
     def _fetch(self, providers: list) -> Dict[str, HealthSnapshot]:
         pipe = self.redis.pipeline(transaction=True)
@@ -250,3 +267,31 @@ class RedisHealthStore(HealthStore):
 
 
 __all__ = ["RedisHealthStore"]
+
+
+class AllowCheck:
+    """The answer of one `allow_request` call, once its reply is in."""
+
+    def __init__(self, store: "RedisHealthStore", provider: str, probe_key: str, token: str):
+        self.store = store
+        self.provider = provider
+        self.probe_key = probe_key
+        self.token = token
+        self.reply: Any = None
+
+    def answer(self, reply: Any = None) -> bool:
+        if reply is not None:
+            self.reply = reply
+        if isinstance(self.reply, Exception):
+            logger.warning("health store unavailable; letting %s through: %s", self.provider, self.reply)
+            return True
+        return bool(int(self.reply or 0))
+
+    def release(self) -> None:
+        """The call will not be made: give back a half-open probe it claimed."""
+        if isinstance(self.reply, Exception) or int(self.reply or 0) != 2:
+            return
+        try:
+            self.store._release(keys=[self.probe_key], args=[self.token])
+        except redis.RedisError as exc:
+            logger.warning("could not release the %s probe: %s", self.provider, exc)

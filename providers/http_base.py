@@ -21,8 +21,10 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .base import LLMProvider, Message, ProviderResult, ProviderStream, check_answer, resolve_setting, timed
+from .chunked_body import body_chunks
 from .error_handling import ErrorClassifier, malformed, map_request_errors
-from .streaming_utils import StreamParser, stream_result
+from .rate_limit_info import rate_limit_headers
+from .streaming_utils import StreamParser, stream_result_batches
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 120.0
@@ -87,7 +89,11 @@ class HTTPProvider(LLMProvider):
         """The raw body as it arrives; a cut connection becomes a NETWORK_ERROR."""
         with map_request_errors(self.name):
             try:
-                for chunk in response.iter_content(chunk_size=None):
+                # Straight off the socket when the body is plain chunked
+                # (chunked_body: cheaper, and chunks read together stay
+                # together); urllib3's reader otherwise.
+                chunks = body_chunks(response) or response.iter_content(chunk_size=None)
+                for chunk in chunks:
                     if chunk:
                         yield chunk
             finally:
@@ -146,7 +152,9 @@ class HTTPProvider(LLMProvider):
         payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=False)
         elapsed_s = timed()
         response = self.post(self.request_path, payload)
-        return check_answer(self.parse_response(self.json_body(response), model, elapsed_s()))
+        result = check_answer(self.parse_response(self.json_body(response), model, elapsed_s()))
+        result.rate_limit_headers = rate_limit_headers(response.headers)
+        return result
 
     def stream(
         self,
@@ -161,21 +169,27 @@ class HTTPProvider(LLMProvider):
         # the request itself is sent when iteration starts.
         self.require_key()
         payload = self.build_payload(model, prompt, system_prompt, parameters, messages, stream=True)
-        return ProviderStream(self._stream(payload, model))
+        return ProviderStream(self._stream(payload, model), batched=True)
 
-    def _stream(self, payload: Dict[str, Any], model: str) -> Generator[str, None, ProviderResult]:
+    def _stream(self, payload: Dict[str, Any], model: str) -> Generator[List[str], None, ProviderResult]:
         elapsed_s = timed()
         response = self.post(self.request_path, payload, stream=True)
+        headers = rate_limit_headers(response.headers)
         if _is_json(response):
-            return (yield from self._whole_body(response, model, elapsed_s))
-        result = yield from stream_result(self.iter_bytes(response), self.stream_parser(), self.name, model, elapsed_s)
-        return check_answer(result)
+            result = yield from self._whole_body(response, model, elapsed_s)
+        else:
+            result = check_answer((yield from stream_result_batches(self.iter_bytes(response), self.stream_parser(),
+                                                                    self.name, model, elapsed_s)))
+        if result is not None:
+            result.rate_limit_headers = headers
+        return result
 
-    def _whole_body(self, response: requests.Response, model: str, elapsed_s: Any) -> Generator[str, None, ProviderResult]:
+    def _whole_body(self, response: requests.Response, model: str, elapsed_s: Any) -> Generator[List[str], None, ProviderResult]:
         """A stream request answered with one JSON body (gateways such as
         LiteLLM's do this): the complete answer, or the error it carries,
         read exactly like a non-streamed one. A body labelled JSON that is in
-        fact SSE/NDJSON goes through the stream parser after all."""
+        fact SSE/NDJSON goes through the stream parser after all. Yields
+        lists of pieces, as `_stream` does."""
         with map_request_errors(self.name):
             body = response.content
         try:
@@ -183,11 +197,11 @@ class HTTPProvider(LLMProvider):
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            result = yield from stream_result([body], self.stream_parser(), self.name, model, elapsed_s)
+            result = yield from stream_result_batches([body], self.stream_parser(), self.name, model, elapsed_s)
             return check_answer(result)
         result = check_answer(self.parse_response(data, model, elapsed_s()))
         if result.text:
-            yield result.text
+            yield [result.text]
         return result
 
     def close(self) -> None:

@@ -306,27 +306,45 @@ def _drain(source: Iterator[bytes]) -> None:
         pass
 
 
-def iter_stream(
+def iter_stream_batches(
     chunks: Iterable[bytes], parser: StreamParser, provider: str
-) -> Generator[str, None, StreamParser]:
-    """Yield the text of a byte stream; return the parser (model, usage, finish reason).
+) -> Generator[list, None, StreamParser]:
+    """Yield the texts each byte chunk completed, as one list per chunk; return
+    the parser (model, usage, finish reason).
 
-    `chunks` should already map transport failures (`HTTPProvider.iter_bytes`
-    does); nothing here catches more than the decoders' own parse errors.
+    A chunk is what the transport read at once (`HTTPProvider.iter_bytes`
+    yields one per socket read), so a list holds the pieces that arrived
+    together: a relay can send them as one event. Texts completed before an
+    error in the same chunk are yielded before it is raised. `chunks` should
+    already map transport failures; nothing here catches more than the
+    decoders' own parse errors.
     """
     if parser.provider is None:
         parser.provider = provider
     decoder = parser.new_decoder()
     source: Iterator[bytes] = iter(chunks)
+    parse = parser.parse_event
     try:
         for (items, failure), at_eof in _batches(source, decoder, provider):
-            for item in items:
-                delta = parser.parse_event(item)
-                if delta.content:
-                    yield delta.content
-                if delta.done:
-                    _drain(source)
-                    return parser
+            texts: list[str] = []
+            done, error = False, None
+            try:
+                for item in items:
+                    delta = parse(item)
+                    if delta.content:
+                        texts.append(delta.content)
+                    if delta.done:
+                        done = True
+                        break
+            except Exception as exc:  # after the texts that came before it
+                error = exc
+            if texts:
+                yield texts
+            if error is not None:
+                raise error
+            if done:
+                _drain(source)
+                return parser
             if failure is not None:
                 # An unparseable last line at EOF is a line cut short: the
                 # stream, not the provider's output, is what broke.
@@ -336,6 +354,45 @@ def iter_stream(
         close = getattr(source, "close", None)
         if close is not None:
             close()  # releases the HTTP response behind the chunks
+
+
+def iter_stream(
+    chunks: Iterable[bytes], parser: StreamParser, provider: str
+) -> Generator[str, None, StreamParser]:
+    """Yield the text of a byte stream piece by piece; return the parser."""
+    batches = iter_stream_batches(chunks, parser, provider)
+    try:
+        while True:
+            try:
+                texts = next(batches)
+            except StopIteration as stop:
+                return stop.value
+            yield from texts
+    finally:
+        batches.close()
+
+
+def stream_result_batches(
+    chunks: Iterable[bytes],
+    parser: StreamParser,
+    provider: str,
+    requested_model: str,
+    elapsed_s: Callable[[], float],
+) -> Generator[list, None, ProviderResult]:
+    """`iter_stream_batches`, returning the `ProviderResult` a provider's stream ends with."""
+    parts: list[str] = []
+    batches = iter_stream_batches(chunks, parser, provider)
+    try:
+        while True:
+            try:
+                texts = next(batches)
+            except StopIteration:
+                break
+            parts.extend(texts)
+            yield texts
+    finally:
+        batches.close()
+    return parser.result("".join(parts), provider, requested_model, elapsed_s())
 
 
 def stream_result(
@@ -393,6 +450,8 @@ __all__ = [
     "in_band_error",
     "int_or_none",
     "iter_stream",
+    "iter_stream_batches",
     "response_bytes",
     "stream_result",
+    "stream_result_batches",
 ]

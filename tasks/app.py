@@ -53,6 +53,9 @@ def create_app(
     keys = Keys(settings.key_prefix)
     max_connections = settings.effective_broker_max_connections
     app = Celery(main, broker=settings.redis_url, set_as_current=False)
+    # Reliable fetch (tasks.reliable_fetch, built on tasks.broker's channel
+    # that keeps one Redis client) for plain Redis URLs.
+    app.conf.update(broker_options(settings.redis_url))
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -92,7 +95,6 @@ def create_app(
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
-    app.conf.update(broker_options(settings.redis_url))
     app.promptq_settings = settings
     app.promptq_observer_factory = observer_factory
     register_tasks(app)

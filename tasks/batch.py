@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from .batch_input import BatchLine, InvalidLine, Source, iter_batch, parse_targets, source_name
 from .batch_results import BatchNotFinished, BatchNotFound, batch_status, iter_results, result_line, submission_stalled
 from .batch_submit import CHUNK_LINES, BatchBusyError, BulkSubmitter
-from .job import JobValidationError, Target
+from .job import JobSpec, JobValidationError, Target
 
 __all__ = [
     "BatchBusyError", "BatchInputError", "BatchNotFinished", "BatchNotFound", "BatchSubmission",
@@ -93,6 +93,8 @@ def submit_batch(
     on_progress: Optional[Callable[[int, int, int], None]] = None,
     on_validated: Optional[Callable[[str, int], None]] = None,
     chunk_lines: int = CHUNK_LINES,
+    spill: bool = False,
+    rate_limit_deadline_s: Optional[float] = None,
 ) -> BatchSubmission:
     """Validate the whole input, then enqueue every valid line as one job of the batch.
 
@@ -101,7 +103,15 @@ def submit_batch(
     `BatchBusyError` if the same batch is being submitted elsewhere.
     `on_validated(batch_id, lines)` runs once the file passed, before
     anything is sent; `on_progress(lines_done, lines, sent)` after each chunk.
+    `spill` and `rate_limit_deadline_s` apply to every line (see JobSpec).
     """
+    line_defaults: Dict[str, Any] = {}
+    if spill:
+        line_defaults["spill"] = True
+    if rate_limit_deadline_s is not None:
+        line_defaults["rate_limit_deadline_s"] = rate_limit_deadline_s
+    # Checked once, as a job would check them, before anything is read.
+    JobSpec(id="x", targets=[Target("mock", "m")], prompt="x", **line_defaults).validate()
     targets = parse_targets(targets or [])
     if default_provider is not None:  # None: each line format's own vendor (batch_input.FORMAT_PROVIDERS)
         default_provider = Target.parse(f"{default_provider}:model", "--default-provider").provider
@@ -121,7 +131,7 @@ def submit_batch(
     if on_validated:
         on_validated(batch_id, valid)
 
-    submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines)
+    submitter = BulkSubmitter(client, batch_id, chunk_lines=chunk_lines, line_defaults=line_defaults)
     submitter.claim()
     done = sent_total = 0
 

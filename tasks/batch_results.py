@@ -37,8 +37,11 @@ from typing import Any, Dict, Iterator, List, Optional
 from promptq.providers.finish_reasons import openai_finish_reason
 
 #: Counters the workers and the store's scripts keep in the batch hash.
-COUNTERS = ("total", "queued", "running", "waiting", "succeeded", "failed", "cancelled",
-            "retried", "failed_over", "recovered", "input_tokens", "output_tokens")
+# `capacity`: jobs waiting for a rate limit (tasks.deferral), apart from
+# `queued`; `rate_limited`: 429s waited out (not retries); `spilled`: jobs
+# moved to their next target for capacity (not failovers).
+COUNTERS = ("total", "queued", "running", "waiting", "capacity", "succeeded", "failed", "cancelled",
+            "retried", "rate_limited", "failed_over", "spilled", "recovered", "input_tokens", "output_tokens")
 #: A job in one of these states is done; `done == total` ends a batch.
 DONE_STATES = ("succeeded", "failed", "cancelled")
 #: Jobs read per pipelined round trip.

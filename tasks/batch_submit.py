@@ -86,9 +86,10 @@ class MessageBuilder:
             for name in set(queues):
                 producer.maybe_declare(self.amqp.queues[name])
 
-    def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str) -> str:
+    def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str, *,
+                 target_index: int = 0, attempt: int = 1) -> str:
         args = (job_id, spec)
-        kwargs = {"target_index": 0, "attempt": 1, "token": token}
+        kwargs = {"target_index": target_index, "attempt": attempt, "token": token}
         headers, properties, body, _ = self.amqp.as_task_v2(
             job_id, TASK_NAME, args=args, kwargs=kwargs, origin=self.origin, reply_to=self.reply_to,
             ignore_result=None,
@@ -121,7 +122,8 @@ class MessageBuilder:
 class BulkSubmitter:
     """Submits the valid lines of one batch, chunk by chunk."""
 
-    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES):
+    def __init__(self, client: Any, batch_id: str, *, chunk_lines: int = CHUNK_LINES,
+                 line_defaults: Optional[Dict[str, Any]] = None):
         self.client = client
         self.redis = client.redis
         self.store = client.store
@@ -130,6 +132,7 @@ class BulkSubmitter:
         self.batch_key = self.keys.batch(batch_id)
         self.list_key = self.keys.batch_jobs(batch_id)
         self.chunk_lines = chunk_lines
+        self.line_defaults = dict(line_defaults or {})
         self.messages = MessageBuilder(client.app)
         self.owner = new_token()
         self._claim = self.redis.register_script(_CLAIM)
@@ -179,6 +182,7 @@ class BulkSubmitter:
         specs, tokens = [], []
         for line in chunk:
             spec = line.spec  # each line's spec is fresh from parsing: fill it in place
+            spec.update(self.line_defaults)
             spec.update(id=job_id(line.custom_id), batch_id=self.batch_id, created_at=now)
             specs.append(spec)
             tokens.append(new_token())

@@ -96,8 +96,14 @@ class Client:
         metadata: Optional[Mapping[str, Any]] = None,
         max_retries: Optional[int] = None,
         job_id: Optional[str] = None,
+        rate_limit_deadline_s: Optional[float] = None,
+        spill: bool = False,
     ) -> JobHandle:
         """Validate and enqueue a job; raises `JobValidationError` naming the bad field.
+
+        `rate_limit_deadline_s`: how long the job may wait for a rate limit
+        (default: the workers' setting, 24 h); `spill=True`: when its target
+        has had no capacity for a while, move to the next target.
 
         `batch_id` is refused: a job joins a batch only through the batch
         API (`submit_batch`, `promptq batch submit`), or anyone could move a
@@ -109,6 +115,7 @@ class Client:
             parameters=parameters, stream=stream, custom_id=custom_id, batch_id=batch_id,
             metadata=metadata, max_retries=max_retries, job_id=job_id,
             max_prompt_chars=self.settings.max_prompt_chars,
+            rate_limit_deadline_s=rate_limit_deadline_s, spill=spill,
         )
         return self.submit_spec(spec)
 

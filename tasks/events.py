@@ -6,16 +6,15 @@ stream; a follower subscribes first, replays the stream, and drops anything
 it has already seen by sequence number. One Lua call numbers, publishes and
 stores an event, so numbering can never race.
 
-A streamed job's `chunk` events go through `publish_soon`: a per-process
-sender thread puts every event queued meanwhile, from every job, into one
-pipelined round trip. Each event keeps its own Lua call, number and JSON;
-a job's events keep their order; and `wait_sent` (which the run task calls
-before the attempt's next event or record write) holds the job until all
-of them are in Redis. On a loaded worker most of a chunk's cost was that
-round trip (see `bench/`), and an idle one still sends each chunk at once.
+A streamed job's `chunk` events are sent by the thread reading the
+provider's answer, one event per socket read (tasks.chunk_relay, same
+script, same numbering). `publish_soon` (a per-process sender thread that
+puts every event queued meanwhile, from every job, into one pipelined round
+trip; `wait_sent` holds the job until they are in Redis) is kept for
+callers that cannot wait for a round trip per event.
 
 Event types:
-    chunk     {"text"}                       a piece of the answer
+    chunk     {"text"}                       the next text: the pieces read together, joined
     retry     {"error", "delay_s"}           this attempt failed; same provider again later
     failover  {"error", "to"}                this target failed; the next one takes over
     reset     {"reason"}                     an attempt that had streamed text failed:
@@ -43,17 +42,34 @@ logger = logging.getLogger(__name__)
 
 TERMINAL_EVENTS = frozenset({"done", "error", "cancelled"})
 
-# KEYS: seq, stream ; ARGV: body (an object's JSON without its opening brace),
-#   maxlen, ttl, channel, store ('1' keeps it for replay)
+# KEYS: seq, stream, job record ; ARGV: body (an object's JSON without its
+#   opening brace), maxlen, ttl, channel, store ('1' keeps it for replay)
+#
+# Numbering: a job whose events are not kept (a non-streamed job) counts
+# them in its record's `seq` field, so it has no key of its own (fewer keys,
+# bytes and commands per job); otherwise, and for an event of a job with no
+# record, the seq key counts, continuing from the record's count if any.
 _PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
+local seq
+if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+  seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+else
+  seq = redis.call('INCR', KEYS[1])
+  if seq == 1 then
+    local counted = tonumber(redis.call('HGET', KEYS[3], 'seq') or '0')
+    if counted and counted > 0 then
+      seq = counted + 1
+      redis.call('SET', KEYS[1], seq)
+    end
+  end
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 local payload = '{"seq":' .. seq .. ',' .. ARGV[1]
 redis.call('PUBLISH', ARGV[4], payload)
 if ARGV[5] == '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', payload)
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
 return seq
 """
 
@@ -74,7 +90,7 @@ class EventPublisher:
         body = {"type": event_type, "job_id": job_id, "attempt": attempt, "ts": round(time.time(), 6)}
         body.update(fields)
         encoded = json.dumps(body, separators=(",", ":"))
-        return ([self.keys.seq(job_id), self.keys.events(job_id)],
+        return ([self.keys.seq(job_id), self.keys.events(job_id), self.keys.job(job_id)],
                 [encoded[1:], self.maxlen, self.ttl_s, self.keys.channel(job_id), "1" if store else "0"])
 
     def publish(

@@ -76,6 +76,11 @@ class JobSpec:
     metadata: Dict[str, Any] = field(default_factory=dict)
     max_retries: Optional[int] = None
     created_at: float = 0.0
+    #: Capacity (issue 8): how long this job may wait for a rate limit before
+    #: it fails with `rate_limited` (None = the worker's setting, 24 h), and
+    #: whether it may spill to its next target when the current one has no room.
+    rate_limit_deadline_s: Optional[float] = None
+    spill: bool = False
 
     @classmethod
     def create(
@@ -93,6 +98,8 @@ class JobSpec:
         max_retries: Optional[int] = None,
         job_id: Optional[str] = None,
         max_prompt_chars: int = 1_000_000,
+        rate_limit_deadline_s: Optional[float] = None,
+        spill: bool = False,
     ) -> "JobSpec":
         spec = cls(
             id=job_id or uuid.uuid4().hex,
@@ -110,6 +117,8 @@ class JobSpec:
             metadata=dict(metadata) if isinstance(metadata, Mapping) else (metadata or {}),
             max_retries=max_retries,
             created_at=time.time(),
+            rate_limit_deadline_s=rate_limit_deadline_s,
+            spill=spill,
         )
         spec.validate(max_prompt_chars=max_prompt_chars)
         return spec
@@ -157,6 +166,13 @@ class JobSpec:
             not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or not 0 <= self.max_retries <= 100
         ):
             raise JobValidationError("max_retries", "must be an integer from 0 to 100")
+        if self.rate_limit_deadline_s is not None and (
+            isinstance(self.rate_limit_deadline_s, bool) or not isinstance(self.rate_limit_deadline_s, (int, float))
+            or not 0 < self.rate_limit_deadline_s <= 30 * 24 * 3600
+        ):
+            raise JobValidationError("rate_limit_deadline_s", "must be a number of seconds above 0, at most 30 days")
+        if not isinstance(self.spill, bool):
+            raise JobValidationError("spill", "must be true or false")
         for name, value in (("parameters", self.parameters), ("metadata", self.metadata)):
             try:
                 encoded = json.dumps(value)
@@ -179,6 +195,9 @@ class JobSpec:
             "metadata": self.metadata,
             "max_retries": self.max_retries,
             "created_at": self.created_at,
+            # Only when set: most jobs carry neither, and the record stays as it was.
+            **({"rate_limit_deadline_s": self.rate_limit_deadline_s} if self.rate_limit_deadline_s is not None else {}),
+            **({"spill": True} if self.spill else {}),
         }
 
     @classmethod
@@ -202,6 +221,8 @@ class JobSpec:
             metadata=data.get("metadata") or {},
             max_retries=data.get("max_retries"),
             created_at=float(data.get("created_at") or time.time()),
+            rate_limit_deadline_s=data.get("rate_limit_deadline_s"),
+            spill=data.get("spill", False),
         )
         spec.validate()
         return spec

@@ -6,9 +6,11 @@ SIGKILL leaves their unacknowledged messages for Redis's visibility timeout
 its running jobs forward every `heartbeat_s`; any worker that finds a
 deadline more than `lease_ttl_s` old re-publishes that job under a fresh
 token (so the orphaned message, if Redis ever restores it, is dropped as
-stale). Lost retries are found the same way: a waiting retry's deadline is
-its due time plus `retry_grace_s`. Messages a dead process had fetched but
-not started are found through its processing list (tasks.recovery).
+stale). A job waiting for a retry or for capacity is not here at all: it
+waits in Redis's deferred set (tasks.deferral) and leaves `inflight` in the
+same step, so neither the reaper nor a late heartbeat ever touches it.
+Messages a dead process had fetched but not started are found through its
+processing list (tasks.recovery).
 
 A keeper reaps only after it has itself been beating for a full
 `lease_ttl_s`: after a Redis outage every deadline has passed, and the jobs

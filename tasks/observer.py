@@ -26,6 +26,9 @@ class Observer:
     def retried(self, provider: str, delay_s: float) -> None:
         """A job will try `provider` again after `delay_s`."""
 
+    def waited(self, endpoint: str, reason: str, wait_s: float) -> None:
+        """A job went to wait for capacity on `endpoint` (reason: budget, paused, rate_limited, ...)."""
+
     def failed_over(self, from_provider: str, to_provider: str) -> None:
         """A job moved to the next target's queue."""
 

@@ -24,7 +24,8 @@ object, a body that is not base64...) and anything else that raises while
 being handed to Celery are moved to the poison list (`tasks.poison`) and
 acknowledged, instead of killing the consumer.
 
-Everything here overrides kombu 5.x internals (`_brpop_start`,
+The channel is tasks.broker's (kombu's, keeping one Redis client per
+channel). Everything here overrides kombu 5.x internals (`_brpop_start`,
 `_brpop_read`, `QoS._remove_from_indices`); tests/faults pin the behaviour.
 """
 
@@ -41,7 +42,7 @@ from kombu.transport import redis as kredis
 from redis import exceptions as redis_exceptions
 from kombu.utils.json import loads
 
-from . import test_hooks
+from . import broker, test_hooks
 from .poison import move_to_poison
 from .redis_wait import is_transient
 
@@ -161,7 +162,7 @@ class QoS(kredis.QoS):
         kredis.virtual.QoS.ack(self, delivery_tag)
 
 
-class Channel(kredis.Channel):
+class Channel(broker.Channel):
     QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -340,5 +341,5 @@ class Channel(kredis.Channel):
             self._tags.clear()
 
 
-class Transport(kredis.Transport):
+class Transport(broker.Transport):
     Channel = Channel

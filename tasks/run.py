@@ -2,13 +2,18 @@
 
     run_job(job_id, spec, target_index, attempt, token)
       │ token stale / job finished ─────────────────────────▶ dropped (no provider call)
-      │ circuit open ───────────────────────────────┐
+      │ circuit open (per provider:model) ──────────┐
+      │ no budget (tasks.limiter) ──▶ waiting in Redis (tasks.deferral), no attempt spent
       ▼                                             │
-    provider call ──▶ success ──▶ record result, `done` event
+    provider call ──▶ success ──▶ record result, `done` event, pacing learns
       │ ProviderError                               │
-      ├─ retryable, attempts left ──▶ self.retry(countdown=retry_after, capped, jittered)
+      ├─ 429 ──▶ everyone pauses (tasks.pacing); waiting in Redis, no retry spent, no circuit
+      ├─ retryable, retries left ──▶ waiting in Redis for the backoff (retry_after, capped, jittered)
       ├─ otherwise, a next target ◀─────────────────┘──▶ same job id, next provider's queue
       └─ no target left ──▶ failed, every attempt recorded, dead-letter list
+
+Waiting for capacity ends at the job's deadline (`rate_limited`), never
+by spending `max_retries`, which counts real failures only.
 
 Before any move the record gets a fresh token, then the message is sent: so
 exactly one message for a job is ever runnable (see tasks.store).
@@ -17,8 +22,9 @@ exactly one message for a job is ever runnable (see tasks.store).
 from __future__ import annotations
 
 import logging
+import random
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import redis
 from celery import Celery
@@ -29,10 +35,13 @@ from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
 from . import test_hooks
+from .capacity import CapacityGate
+from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
+from .limits import scope_key
 from .redis_wait import is_transient, wait_for_redis
 from .runtime import Runtime, get_runtime
-from .store import JobStatus, new_token
+from .store import JobStatus, new_token, start_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -108,22 +117,34 @@ class JobRun:
         self.streamed_any = False
         provider, _, model = (self.targets[target_index] if target_index < len(self.targets) else ":").partition(":")
         self.provider_name, self.model = provider, model
+        # Circuits, budgets and pacing are per endpoint: one failing (or busy)
+        # model must not hold back its siblings behind the same provider.
+        self.endpoint = scope_key(provider, model)
 
     # --- the whole story ----------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
-        verdict = self._start()
+        verdict, allow = self._start()
         if verdict != "run":
+            allow.release()  # no call: a half-open probe claimed for it goes back
             # Redelivered after success, superseded by a newer message, or
             # cancelled: acknowledge and do nothing, above all no provider call.
             logger.info("job %s: delivery dropped (%s)", self.job_id, verdict)
             raise Ignore()
         self.rt.leases.add(self.job_id)
-        started = time.monotonic()
         try:
+            if not allow.answer():
+                return self._handle_error(self.rt.health.circuit_open_error(self.endpoint), 0.0)
+            self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
+            admission = self.gate.admit()
+            if not admission.granted:
+                allow.release()  # waiting is not a call: a claimed probe goes back
+                return self._wait(admission.wait_s, reason=admission.reason)
+            started = time.monotonic()
             try:
                 result = self._call()
             except JobCancelled:
+                self.rt.limiter.settle(admission, None, self.endpoint)
                 return self._finish_cancelled()
             except ProviderError as exc:
                 error = exc
@@ -136,13 +157,14 @@ class JobRun:
                     retryable=False,
                 )
             else:
-                return self._succeed(result, time.monotonic() - started)
+                return self._succeed(result, time.monotonic() - started, admission)
+            self.rt.limiter.settle(admission, None, self.endpoint)
             return self._handle_error(error, time.monotonic() - started)
         finally:
             self.rt.leases.discard(self.job_id)
 
-    def _start(self) -> str:
-        """The store's verdict on this delivery; never lets a failed start acknowledge the message.
+    def _start(self) -> Tuple[str, Any]:
+        """The store's verdict on this delivery and the circuit's answer; a failed start never acknowledges.
 
         Redis down, restarting or full: wait for it (one log line per try),
         since without it nothing can run anyway. Any other error: the
@@ -150,12 +172,23 @@ class JobRun:
         being acknowledged as a failure, which would lose a job that never ran.
         """
         test_hooks.pause("before_start", self.job_id)
+
+        def claim() -> Tuple[str, Any]:
+            # One round trip: claim the job, and ask the endpoint's circuit.
+            pipe = self.rt.redis.pipeline(transaction=False)
+            self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s,
+                                self.batch_id, pipe=pipe)
+            allow = self.rt.health.queue_allow_request(self.endpoint, pipe)
+            started_reply, allow_reply = execute_scripts(self.rt.redis, pipe)
+            for reply in (started_reply, allow_reply):
+                if isinstance(reply, Exception) and is_transient(reply):
+                    raise reply  # e.g. OOM inside the script: the whole claim again
+            allow.reply = allow_reply
+            # Claiming twice (a retried round trip) is harmless: same token, same verdict.
+            return start_verdict(started_reply), allow
+
         try:
-            return wait_for_redis(
-                lambda: self.rt.store.start(self.job_id, self.token, self.rt.worker_name,
-                                            self.rt.settings.lease_ttl_s, self.batch_id),
-                f"job {self.job_id}: start",
-            )
+            return wait_for_redis(claim, f"job {self.job_id}: start")
         except Exception as exc:
             logger.error("job %s: could not start (%s: %s); message requeued", self.job_id, type(exc).__name__, exc)
             raise Reject(exc, requeue=True) from exc
@@ -163,8 +196,6 @@ class JobRun:
     # --- the call -------------------------------------------------------------
 
     def _call(self) -> ProviderResult:
-        if not self.rt.health.allow_request(self.provider_name):
-            raise self.rt.health.circuit_open_error(self.provider_name)
         provider = self.rt.provider(self.provider_name)
         args = dict(
             model=self.model,
@@ -176,45 +207,49 @@ class JobRun:
         if not self.stream:
             return provider.complete(**args)
         stream = provider.stream(**args)
-        finished = False
+        # Chunk events go out from this thread, one per socket read of the
+        # provider's answer (tasks.chunk_relay); every CANCEL_CHECK_EVERY
+        # pieces that round trip also reads the cancel flag.
+        relay = ChunkRelay(self.rt.events, self.job_id, attempt=self.attempt, provider=self.provider_name,
+                           target_index=self.target_index, watch=(self.rt.keys.job(self.job_id), "cancel_requested"),
+                           cancel_every=CANCEL_CHECK_EVERY)
         try:
-            for n, text in enumerate(stream, 1):
+            for texts in stream.batches():
+                text = texts[0] if len(texts) == 1 else "".join(texts)
                 if not text:
                     continue
-                # Queued, and sent with whatever else is queued (tasks.events);
-                # every CANCEL_CHECK_EVERY chunks that round trip also reads
-                # the cancel flag, seen here at a chunk soon after.
-                watch = (self.rt.keys.job(self.job_id), "cancel_requested") if n % CANCEL_CHECK_EVERY == 0 else None
-                self.rt.events.publish_soon(self.job_id, "chunk", attempt=self.attempt, store=True, watch=watch,
-                                            provider=self.provider_name, target_index=self.target_index, text=text)
-                # Remembered so a failure after this point emits `reset`:
-                # the subscriber must discard this attempt's text.
+                # Set first: a failure after this point emits `reset` (the
+                # subscriber must discard this attempt's text), even if this
+                # very send failed half-way.
                 self.streamed_any = True
-                if self.rt.events.watched(self.job_id):
+                if relay.send(text, len(texts)):
                     raise JobCancelled()
-            finished = True
         finally:
+            relay.close()
             stream.close()
-            # Every chunk is in Redis before the attempt's next event or record
-            # write; a send error counts as this attempt's error, unless another
-            # one is already on its way out.
-            self.rt.events.wait_sent(self.job_id, raise_error=finished)
         return stream.result
 
     # --- outcomes ---------------------------------------------------------------
 
-    def _succeed(self, result: ProviderResult, elapsed_s: float) -> Dict[str, Any]:
+    def _succeed(self, result: ProviderResult, elapsed_s: float, admission: Any = None) -> Dict[str, Any]:
         usage = result.usage.to_dict()
         self.rt.observer.request_finished(self.provider_name, ok=True, latency_s=elapsed_s, usage=usage)
         payload = result.to_dict()
         payload["target"] = f"{self.provider_name}:{self.model}"
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
         test_hooks.pause("before_record", self.job_id)
+        skip = 2 if admission is not None else 1  # settle/pacing replies: they never fail a success
 
         def write() -> List[Any]:
             # One round trip: health, attempt, record and `done` event, in that order.
             pipe = self.rt.redis.pipeline(transaction=False)
-            self.rt.health.record_success(self.provider_name, result.latency_s or elapsed_s, pipe=pipe)
+            self.rt.health.record_success(self.endpoint, result.latency_s or elapsed_s, pipe=pipe)
+            # Budgets settled with the real usage, and the headers taught to
+            # pacing, in the same round trip.
+            if admission is not None:
+                self.rt.limiter.settle(admission, usage.get("total_tokens"), self.endpoint, pipe=pipe)
+            self.rt.pacer.observe(self.endpoint, result.rate_limit_headers, rate_limited=False,
+                                  tokens=usage.get("total_tokens") or 0, pipe=pipe)
             self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
             self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id,
                                  usage=usage, pipe=pipe)
@@ -223,7 +258,7 @@ class JobRun:
                 model=result.model, finish_reason=result.finish_reason,
             )
             replies = execute_scripts(self.rt.redis, pipe)
-            for reply in replies:
+            for reply in replies[1 + skip:]:
                 if isinstance(reply, Exception) and is_transient(reply):
                     raise reply  # e.g. OOM: try the whole write again once memory frees up
             return replies
@@ -231,8 +266,8 @@ class JobRun:
         # The answer is paid for: if Redis is away, wait to record it rather
         # than fail the task and have the job called again.
         health, *replies = wait_for_redis(write, f"job {self.job_id}: record result")
-        self.rt.health.success_recorded(self.provider_name, health)  # logged, never raised
-        for reply in replies:
+        self.rt.health.success_recorded(self.endpoint, health)  # logged, never raised
+        for reply in replies[skip:]:
             if isinstance(reply, Exception):
                 raise reply
         self.rt.observer.job_finished("succeeded")
@@ -240,50 +275,95 @@ class JobRun:
 
     def _handle_error(self, error: ProviderError, elapsed_s: float) -> Dict[str, Any]:
         circuit_open = error.error_type == "circuit_open"
+        # A 429 says "wait", not "broken": it pauses every worker on this
+        # endpoint (tasks.pacing) and the job waits without spending a retry.
+        rate_limited = error.category is ErrorCategory.RATE_LIMIT and not circuit_open
         # A worker without the provider's key must not open the circuit that
         # every other, correctly configured, worker shares.
         if error.error_type not in ("circuit_open", "missing_key"):
-            self.rt.health.record_failure(self.provider_name, error)
+            self.rt.health.record_failure(self.endpoint, error)
             self.rt.observer.request_finished(
                 self.provider_name, ok=False, latency_s=elapsed_s, category=error.category.value
             )
+        pause_s = 0.0
+        if rate_limited:
+            pause_s = self.rt.pacer.observe(self.endpoint, error.rate_limit_headers, rate_limited=True,
+                                            retry_after_s=error.retry_after)
         self.rt.store.add_attempt(self.job_id, self._attempt_record(elapsed_s, outcome="error", error=error.to_dict()))
         if self.streamed_any:
             self._emit("reset", store=True, reason=str(error))
         logger.warning("job %s: %s attempt %d failed: %s", self.job_id, self.targets[self.target_index], self.attempt, error)
 
+        if rate_limited:
+            wait_s = max(pause_s, error.retry_after or 0.0, 0.05)
+            return self._wait(wait_s, reason="rate_limited", error=error, next_attempt=self.attempt + 1)
         has_next = self.target_index + 1 < len(self.targets)
         limit = self.spec.get("max_retries")
         limit = self.rt.settings.max_retries if limit is None else limit
+        # max_retries counts real failures: attempts that ended in a 429 are not.
+        waits = self.rt.redis.hget(self.rt.keys.job(self.job_id), f"rl_waits:{self.target_index}")
+        failures = self.attempt - int(waits or 0)
         # An open circuit on the last target is worth waiting out; elsewhere
         # the next target answers sooner.
-        wants_retry = (error.retryable and self.attempt <= limit) or (circuit_open and not has_next and self.attempt <= limit)
+        wants_retry = (error.retryable and failures <= limit) or (circuit_open and not has_next and failures <= limit)
         if wants_retry:
-            return self._retry(error)
+            return self._retry(error, failures)
         if has_next:
             return self._failover(error)
         return self._fail(error)
 
-    def _retry(self, error: ProviderError) -> Dict[str, Any]:
-        delay_s = retry_delay_s(error, self.attempt, cap_s=self.rt.settings.retry_cap_s)
-        token = new_token()
-        moved = self.rt.store.move(
-            self.job_id, self.token, token, status=JobStatus.RETRYING, target_index=self.target_index,
-            attempt=self.attempt + 1, deadline=time.time() + delay_s + self.rt.settings.retry_grace_s,
-            batch_id=self.batch_id, counter="retried",
+    def _retry(self, error: ProviderError, failures: int) -> Dict[str, Any]:
+        # Waits in Redis (tasks.deferral), not as a Celery ETA message in a worker;
+        # the backoff grows with real failures, not with 429s waited out.
+        delay_s = retry_delay_s(error, failures, cap_s=self.rt.settings.retry_cap_s)
+        since = self.rt.deferrer.defer(
+            self.job_id, self.token, due=time.time() + delay_s, status=JobStatus.RETRYING.value,
+            target_index=self.target_index, attempt=self.attempt + 1, batch_id=self.batch_id, counter="retried",
+            reason=error.category.value, endpoint=self.endpoint,
         )
-        if not moved:
+        if since is None:
             raise Ignore()  # another delivery owns the job now
         self._emit("retry", store=self.stream, error=error.to_dict(), delay_s=round(delay_s, 3))
         self.rt.observer.retried(self.provider_name, delay_s)
-        raise self.task.retry(
-            args=(self.job_id, self.spec),
-            kwargs={"target_index": self.target_index, "attempt": self.attempt + 1, "token": token},
-            countdown=delay_s,
-            max_retries=None,
-        )
+        return {"outcome": "retry", "delay_s": delay_s}
 
-    def _failover(self, error: ProviderError) -> Dict[str, Any]:
+    def _wait(self, wait_s: float, *, reason: str, error: Optional[ProviderError] = None,
+              next_attempt: Optional[int] = None) -> Dict[str, Any]:
+        """Wait for capacity in Redis: no retry spent, until the job's deadline."""
+        has_next = self.target_index + 1 < len(self.targets)
+        if wait_s > self.rt.settings.retry_cap_s:
+            # Far out: come back at the cap and ask again (then at the line's end)
+            # rather than judge the deadline by a guess that far ahead.
+            wait_s, reason = self.rt.settings.retry_cap_s, f"{reason}_capped"
+        if self.gate_for().deadline_passed(wait_s):
+            why = self.gate_for().rate_limited_error("still no capacity at the job's rate_limit_deadline_s")
+            return self._failover(why) if has_next else self._fail(why, reason="rate_limited")
+        if self.gate_for().should_spill(self.rt.keys.job(self.job_id), self.target_index, has_next, wait_s):
+            return self._failover(error or self.gate_for().rate_limited_error(f"no capacity ({reason})"), spill=True)
+        # Tickets ("budget") are spread already; jobs told one time by a pause or
+        # a 429 get a little jitter, so they do not return as a herd.
+        jitter = 0.0 if reason == "budget" else random.uniform(0.0, min(0.25, wait_s * 0.1))
+        due = time.time() + wait_s + jitter
+        since = self.rt.deferrer.defer(
+            self.job_id, self.token, due=due, status=JobStatus.WAITING.value, target_index=self.target_index,
+            attempt=next_attempt or self.attempt, batch_id=self.batch_id, rate_limited=error is not None,
+            counter="rate_limited" if error is not None else "",
+            reason=reason, endpoint=self.endpoint,
+        )
+        if since is None:
+            raise Ignore()
+        if error is not None:
+            self._emit("retry", store=self.stream, error=error.to_dict(), delay_s=round(wait_s, 3))
+        self.rt.observer.waited(self.endpoint, reason, wait_s)
+        return {"outcome": "waiting", "reason": reason, "delay_s": wait_s}
+
+    def gate_for(self) -> CapacityGate:
+        gate = getattr(self, "gate", None)
+        if gate is None:
+            gate = self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
+        return gate
+
+    def _failover(self, error: ProviderError, spill: bool = False) -> Dict[str, Any]:
         next_index = self.target_index + 1
         next_target = self.targets[next_index]
         next_provider = next_target.split(":", 1)[0]
@@ -291,11 +371,13 @@ class JobRun:
         moved = self.rt.store.move(
             self.job_id, self.token, token, status=JobStatus.QUEUED, target_index=next_index, attempt=1,
             # Stays in inflight until the message is sent, so a crash here is recovered.
-            deadline=time.time() + self.rt.settings.lease_ttl_s, batch_id=self.batch_id, counter="failed_over",
+            deadline=time.time() + self.rt.settings.lease_ttl_s, batch_id=self.batch_id,
+            counter="spilled" if spill else "failed_over",
         )
         if not moved:
             raise Ignore()
-        self._emit("failover", store=self.stream, error=error.to_dict(), to=next_target)
+        # A spill is not a failure: the job moved to a target with room.
+        self._emit("spill" if spill else "failover", store=self.stream, error=error.to_dict(), to=next_target)
         self.rt.app.send_task(
             TASK_NAME,
             args=(self.job_id, self.spec),
@@ -305,14 +387,16 @@ class JobRun:
         )
         self.rt.store.release(self.job_id, token)
         self.rt.observer.failed_over(self.provider_name, next_provider)
-        return {"outcome": "failover", "from": self.targets[self.target_index], "to": next_target}
+        return {"outcome": "spill" if spill else "failover", "from": self.targets[self.target_index], "to": next_target}
 
-    def _fail(self, error: ProviderError) -> Dict[str, Any]:
+    def _fail(self, error: ProviderError, reason: Optional[str] = None) -> Dict[str, Any]:
         summary = {
             "message": f"all {len(self.targets)} target(s) failed; last: {error}",
             "category": error.category.value,
             "last_error": error.to_dict(),
         }
+        if reason:
+            summary["reason"] = reason
         pipe = self.rt.redis.pipeline(transaction=False)
         self.rt.store.finish(self.job_id, status=JobStatus.FAILED, payload=summary, batch_id=self.batch_id, token=self.token, pipe=pipe)
         pipe.lpush(self.rt.keys.dead_letter, self.job_id)

@@ -19,7 +19,11 @@ from promptq.providers import create_provider
 from promptq.providers.base import LLMProvider
 from promptq.providers.health_redis import RedisHealthStore
 
+from .deferral import Deferrer, Mover
 from .events import EventPublisher
+from .limiter import Limiter
+from .limits import configured_limits
+from .pacing import Pacer
 from .keys import Keys
 from .observer import Observer
 from .settings import Settings
@@ -50,6 +54,14 @@ class Runtime:
             cooldown_s=settings.health_cooldown_s,
         )
         self.observer = observer or Observer()
+        # Capacity (issue 8): shared budgets, learned pacing, waiting in Redis.
+        self.limiter = Limiter(
+            self.redis, settings.key_prefix, configured_limits(settings.provider_configs, settings.limit_overrides),
+            interactive_reserve=settings.interactive_reserve, burst_s=settings.capacity_burst_s,
+            horizon_s=settings.capacity_horizon_s,
+        )
+        self.pacer = Pacer(self.redis, settings.key_prefix)
+        self.deferrer = Deferrer(self.redis, self.keys, app)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._providers: Dict[str, LLMProvider] = {}
         self._providers_lock = threading.Lock()
@@ -95,5 +107,6 @@ def get_runtime(app: Any) -> Runtime:
                 from .leases import LeaseKeeper
 
                 LeaseKeeper(runtime).start()
+                Mover(runtime.deferrer, runtime.settings.mover_interval_s).start()
                 _runtimes[key] = runtime
     return runtime

@@ -79,9 +79,25 @@ class Settings:
     metrics_port: int = 0
     #: Largest prompt (characters) a job may carry.
     max_prompt_chars: int = 1_000_000
+    #: Capacity (tasks.limits / limiter / pacing / deferral). A job that
+    #: waits for a rate limit fails with `rate_limited` only after this long
+    #: (a job's or batch's `rate_limit_deadline_s` overrides it).
+    rate_limit_deadline_s: float = 24 * 3600.0
+    #: Share of every budget the batch lane may not use, kept for interactive jobs.
+    interactive_reserve: float = 0.2
+    #: Burst a budget allows from idle, in seconds of its rate.
+    capacity_burst_s: float = 1.0
+    #: How far ahead a job may reserve its turn in a budget and wait for it.
+    capacity_horizon_s: float = 2.0
+    #: A `spill` job moves to its next target after waiting this long for capacity.
+    spill_after_s: float = 10.0
+    #: How often a worker moves due waiting jobs back to their queues.
+    mover_interval_s: float = 0.1
     #: Per-provider configuration from the config file (keys may include
     #: api_key; never logged, never put in a job).
     provider_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    #: `PROMPTQ_LIMIT_<PROVIDER>_<RPM|TPM|CONCURRENCY>` from the environment.
+    limit_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.retry_cap_s >= self.visibility_timeout_s:
@@ -104,6 +120,17 @@ class Settings:
                 raise SettingsError(f"{name} must be at least 1 second, not {getattr(self, name)!r}")
         if self.heartbeat_s * 2 > self.lease_ttl_s:
             raise SettingsError("lease_ttl_s must be at least twice heartbeat_s")
+        if not 0 <= self.interactive_reserve < 1:
+            raise SettingsError(f"interactive_reserve must be from 0 to below 1, not {self.interactive_reserve!r}")
+        for name in ("rate_limit_deadline_s", "capacity_burst_s", "capacity_horizon_s", "mover_interval_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, not {getattr(self, name)!r}")
+        from .limits import LimitConfigError, configured_limits
+
+        try:
+            configured_limits(self.provider_configs, self.limit_overrides)
+        except LimitConfigError as exc:
+            raise SettingsError(str(exc)) from None
 
     @property
     def effective_broker_max_connections(self) -> int:
@@ -113,7 +140,11 @@ class Settings:
 
     def provider_config(self, name: str) -> Dict[str, Any]:
         """The config dict handed to `create_provider(name, ...)`."""
-        return dict(self.provider_configs.get(name, {}))
+        config = dict(self.provider_configs.get(name, {}))
+        # Limits are the queue's business (tasks.limits), not the provider's.
+        config.pop("limits", None)
+        config.pop("models", None)
+        return config
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -130,8 +161,13 @@ class Settings:
         path = config_path or environ.get("PROMPTQ_CONFIG")
         if path:
             values.update(_read_config_file(path))
+        from .limits import env_limits
+
+        limits = env_limits(environ)
+        if limits:
+            values["limit_overrides"] = limits
         for f in fields(cls):
-            if f.name == "provider_configs":
+            if f.name in ("provider_configs", "limit_overrides"):
                 continue
             raw = environ.get("PROMPTQ_" + f.name.upper())
             if raw is not None and raw != "":

@@ -30,6 +30,8 @@ class JobStatus(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    #: Waiting for capacity (a rate limit), in the deferred set (tasks.deferral).
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -157,6 +159,7 @@ redis.call('EXPIRE', KEYS[5], ttl)
 if ARGV[7] == '1' then
   if st == 'running' then redis.call('HINCRBY', KEYS[3], 'running', -1)
   elseif st == 'retrying' then redis.call('HINCRBY', KEYS[3], 'waiting', -1)
+  elseif st == 'waiting' then redis.call('HINCRBY', KEYS[3], 'capacity', -1)
   else redis.call('HINCRBY', KEYS[3], 'queued', -1) end
   redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
   redis.call('HINCRBY', KEYS[3], 'input_tokens', tonumber(ARGV[8]) or 0)
@@ -173,7 +176,7 @@ return 1
 _CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
-if st == 'queued' or st == 'retrying' then
+if st == 'queued' or st == 'retrying' or st == 'waiting' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'token', '', 'finished_at', ARGV[1], 'updated_at', ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
   local ttl = tonumber(ARGV[4])
@@ -181,7 +184,7 @@ if st == 'queued' or st == 'retrying' then
   redis.call('EXPIRE', KEYS[4], ttl)
   redis.call('EXPIRE', KEYS[5], ttl)
   if ARGV[3] == '1' then
-    redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or 'waiting', -1)
+    redis.call('HINCRBY', KEYS[3], st == 'queued' and 'queued' or (st == 'waiting' and 'capacity' or 'waiting'), -1)
     redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
     redis.call('EXPIRE', KEYS[3], ttl * 2)
     redis.call('EXPIRE', KEYS[3] .. ':jobs', ttl * 2)
@@ -341,15 +344,18 @@ class JobStore:
 
     # --- worker side ----------------------------------------------------
 
-    def start(self, job_id: str, token: str, worker: str, lease_ttl_s: float, batch_id: Optional[str]) -> str:
-        """'run' if this message may run the job; else why not."""
+    def start(self, job_id: str, token: str, worker: str, lease_ttl_s: float, batch_id: Optional[str],
+              pipe: Any = None) -> Optional[str]:
+        """'run' if this message may run the job; else why not (None inside
+        a pipeline: read its reply with `start_verdict`)."""
         batch_key, has_batch = self._batch_key(batch_id)
         now = time.time()
         result = self._start(
             keys=[self.keys.job(job_id), self.keys.inflight, batch_key],
             args=[now, token, now + lease_ttl_s, worker, job_id, has_batch],
+            client=pipe,
         )
-        return result.decode() if isinstance(result, bytes) else str(result)
+        return None if pipe is not None else start_verdict(result)
 
     def move(
         self,
@@ -453,3 +459,10 @@ class JobStore:
 
 def _float(value: Optional[str]) -> Optional[float]:
     return float(value) if value not in (None, "") else None
+
+
+def start_verdict(reply: Any) -> str:
+    """`JobStore.start`'s answer from its raw reply."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -42,3 +42,37 @@ def test_bench_overhead_quick_writes_positive_figures(tmp_path):
     for key in ("promptq_jobs_per_s", "bare_jobs_per_s", "ratio", "promptq_worker_cpu_us_per_job",
                 "bare_worker_cpu_us_per_job"):
         assert case[key] > 0, key
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_the_minimal_relay_relays_every_piece_as_promptq_events(redis_server, redis_client, merge):
+    """bench.relay, the streaming case's yardstick, really does the work it is
+    compared with: every piece of every stream, numbered and kept by the same
+    script, in events shaped like promptq's."""
+    from bench.harness import FakeProcess
+    from promptq.tasks.events import decode_event
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with FakeProcess(chunk_count=20, stamp=True) as fake:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "bench.relay", redis_server.host, str(redis_server.port), fake.base_url,
+             "promptq", "3", "stream " + " ".join(f"w{i:02d}" for i in range(30))] + (["--merge"] if merge else []),
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        try:
+            assert relay.stdout.readline().strip() == b"ready"
+            relay.stdin.write(b"go\n")
+            relay.stdin.flush()
+            summary = json.loads(relay.stdout.readline())
+        finally:
+            relay.stdin.close()
+            relay.wait(30)
+    assert summary["pieces"] == 60
+    assert summary["events"] == 60 if not merge else 3 <= summary["events"] <= 60
+    texts = []
+    for i in range(3):
+        events = [decode_event(f[b"e"]) for _, f in redis_client.xrange(f"promptq:replay:relay-{i}", "-", "+")]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert {e["type"] for e in events} == {"chunk"} and events[0]["job_id"] == f"relay-{i}"
+        texts.append("".join(e["text"] for e in events))
+    assert all(t.count("[") == 20 for t in texts)  # 20 stamped pieces per stream

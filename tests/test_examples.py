@@ -24,7 +24,7 @@ def test_fallback_chain_example():
     assert out.returncode == 0, out.stderr
     assert "backup (small-model) says: What is a circuit breaker?" in out.stdout
     assert "primary: degraded" in out.stdout
-    assert "all failed: primary: auth; broken: server" in out.stdout
+    assert "all failed: primary: overloaded; broken: server" in out.stdout
 
 
 def test_streamed_job_example_shows_reset_and_unspliced_answer():

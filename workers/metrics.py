@@ -12,7 +12,7 @@ import logging
 from typing import Any, Callable, Iterable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from promptq.tasks.job import KNOWN_PROVIDERS
 from promptq.tasks.keys import Keys
@@ -58,7 +58,11 @@ class PrometheusObserver(Observer):
 
 
 class RedisStateCollector:
-    """Circuit state and queue depth, read at scrape time."""
+    """Circuit state, queue depth and capacity per provider:model, read at scrape time.
+
+    Circuits and capacity are per endpoint (issue 8): the `provider` label of
+    `promptq_circuit_state` and the `endpoint` label of `promptq_capacity_*`
+    hold "provider:model"."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -78,10 +82,33 @@ class RedisStateCollector:
     def collect(self) -> Iterable[GaugeMetricFamily]:
         circuit = GaugeMetricFamily("promptq_circuit_state", "0 closed, 1 half-open, 2 open", labels=["provider"])
         depth = GaugeMetricFamily("promptq_queue_depth", "Messages waiting per queue", labels=["queue"])
+        cap = {
+            "limit": GaugeMetricFamily("promptq_capacity_limit_rpm", "Requests per minute allowed (configured, or learned from headers)",
+                                       labels=["endpoint", "source"]),
+            "rate": GaugeMetricFamily("promptq_capacity_rate_rpm", "Requests answered in the last minute", labels=["endpoint"]),
+            "tokens": GaugeMetricFamily("promptq_capacity_tokens_this_minute", "Tokens used this minute", labels=["endpoint"]),
+            "429": CounterMetricFamily("promptq_capacity_rate_limited", "429s answered by the provider", labels=["endpoint"]),
+            "waiting": GaugeMetricFamily("promptq_capacity_waiting_jobs", "Jobs waiting for capacity or a retry", labels=["endpoint"]),
+            "paused": GaugeMetricFamily("promptq_capacity_paused_seconds", "Seconds every worker still pauses after a 429",
+                                        labels=["endpoint"]),
+        }
         try:
             self._connect()
-            for name, snap in self._health.all_snapshots().items():
-                circuit.add_metric([name], CIRCUIT_VALUES.get(getattr(snap.circuit, "value", str(snap.circuit)), 0))
+            from promptq.tasks.capacity_view import capacity_report
+
+            for name, row in capacity_report(self._redis, self.settings).items():
+                circuit.add_metric([name], CIRCUIT_VALUES.get(row["circuit"], 0))
+                c = row["capacity"]
+                for scope, limit in c["configured"].items():
+                    if limit.get("rpm"):
+                        cap["limit"].add_metric([name, f"configured:{scope}"], limit["rpm"])
+                if c["learned"].get("rpm"):
+                    cap["limit"].add_metric([name, "learned"], c["learned"]["rpm"])
+                cap["rate"].add_metric([name], c["rate_rpm"])
+                cap["tokens"].add_metric([name], c["tokens_this_minute"])
+                cap["429"].add_metric([name], c["rate_limited_429s"])
+                cap["waiting"].add_metric([name], c["waiting"])
+                cap["paused"].add_metric([name], c["paused_s"])
             pipe = self._redis.pipeline(transaction=False)
             queues = [self.keys.queue(p) for p in KNOWN_PROVIDERS]
             for queue in queues:
@@ -92,6 +119,7 @@ class RedisStateCollector:
             logger.warning("metrics: could not read Redis state", exc_info=True)
         yield circuit
         yield depth
+        yield from cap.values()
 
 
 def metrics_observer_factory(settings: Settings) -> Optional[Callable[[], Observer]]:

@@ -36,6 +36,13 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], Dict[str, Set[str]]]] = {
     "promptq_circuit_state": ("gauge", ("provider",), {}),
     "promptq_queue_depth": ("gauge", ("queue",), {}),
     "promptq_jobs_total": ("counter", ("status",), {"status": {"succeeded", "failed", "dead_lettered"}}),
+    # Capacity per provider:model (issue 8); `source` is "learned" or "configured:<scope>".
+    "promptq_capacity_limit_rpm": ("gauge", ("endpoint", "source"), {}),
+    "promptq_capacity_rate_rpm": ("gauge", ("endpoint",), {}),
+    "promptq_capacity_tokens_this_minute": ("gauge", ("endpoint",), {}),
+    "promptq_capacity_rate_limited_total": ("counter", ("endpoint",), {}),
+    "promptq_capacity_waiting_jobs": ("gauge", ("endpoint",), {}),
+    "promptq_capacity_paused_seconds": ("gauge", ("endpoint",), {}),
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # Labels Prometheus adds to every series at scrape time (plus our relabelled `group`).

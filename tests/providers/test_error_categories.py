@@ -201,3 +201,30 @@ def test_connection_refused_is_retryable_network_error(name, mode):
         call(provider, mode, PROMPT)
     err = info.value
     assert (err.category, err.retryable, err.status_code, err.provider) == (C.NETWORK_ERROR, True, None, name)
+
+
+# --- the vendor's code/type decides, not words in the message (issue 8, fix 6) ----
+
+BILLING_WORDED_429 = {
+    "error": {
+        "message": "Rate limit reached for gpt-4o-mini in organization org-x on requests per min (RPM): "
+                   "Limit 3, Used 3, Requested 1. Please try again in 20s. Visit "
+                   "https://platform.openai.com/account/rate-limits to learn more. You can increase your rate "
+                   "limit by adding a payment method to your account at https://platform.openai.com/account/billing.",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
+
+
+def test_rate_limit_code_wins_over_billing_words_in_the_message():
+    from promptq.providers.error_handling import error_from_payload
+
+    err = error_from_payload(BILLING_WORDED_429, "openai", status_code=429, headers={"retry-after": "20"})
+    assert err.category is C.RATE_LIMIT and err.retryable is True
+    assert err.retry_after == pytest.approx(20.0)
+    # A true quota error, worded alike, stays a quota error: its code says so.
+    quota = {"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                       "type": "insufficient_quota", "code": "insufficient_quota"}}
+    assert error_from_payload(quota, "openai", status_code=429).category is C.QUOTA_EXHAUSTED

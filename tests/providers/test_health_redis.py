@@ -129,3 +129,38 @@ def test_fails_open_when_redis_is_down(clock):
     store.record_success("p", latency_s=0.1)
     with pytest.raises(redis.ConnectionError):
         store.snapshot("p")
+
+
+def test_allow_request_queued_on_a_pipeline_answers_from_its_reply(worker_store, redis_client, clock):
+    store = worker_store()
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.ping()
+    check = store.queue_allow_request("openai", pipe)
+    _, reply = pipe.execute()
+    assert check.answer(reply) is True  # never failed: closed, go
+    for _ in range(POLICY.failure_threshold):
+        store.record_failure("openai", SERVER)
+    pipe = redis_client.pipeline(transaction=False)
+    check = store.queue_allow_request("openai", pipe)
+    assert check.answer(pipe.execute()[0]) is False  # open
+
+
+def test_a_probe_claimed_for_a_call_not_made_is_given_back(worker_store, redis_client, clock):
+    store, other = worker_store(), worker_store()
+    for _ in range(POLICY.failure_threshold):
+        store.record_failure("openai", SERVER)
+    clock.advance(POLICY.cooldown_s)
+    check = store.queue_allow_request("openai", store.redis)
+    assert check.answer() is True  # half-open: this call holds the probe
+    assert other.allow_request("openai") is False
+    check.release()  # e.g. the delivery was dropped before any call
+    assert other.allow_request("openai") is True
+
+
+def test_releasing_a_closed_circuits_answer_touches_no_probe(worker_store, redis_client, clock):
+    store = worker_store()
+    check = store.queue_allow_request("openai", store.redis)
+    assert check.answer() is True
+    redis_client.set("promptq:health:provider:openai:probe", "someone-else")
+    check.release()
+    assert redis_client.get("promptq:health:provider:openai:probe") == b"someone-else"

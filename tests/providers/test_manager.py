@@ -132,7 +132,7 @@ def test_each_provider_gets_its_own_model():
 
 def test_add_provider_by_config_type_and_default_model():
     manager = ProviderManager()
-    manager.add_provider("mock-a", {"type": "mock", "default_model": "a-1", "faults": ["auth"]})
+    manager.add_provider("mock-a", {"type": "mock", "default_model": "a-1", "faults": ["server"]})
     manager.add_provider("mock-b", {"type": "mock", "default_model": "b-1"})
     assert manager.providers["mock-a"].instance_name == "mock-a"
     result = manager.complete_with_fallback(None, "hi")
@@ -140,7 +140,7 @@ def test_add_provider_by_config_type_and_default_model():
     stream = manager.stream_with_fallback(None, "hi")  # mock-a's fault was for the first call only
     assert "".join(stream) == "mock reply to: hi" and stream.result.provider == "mock-a"
     status = manager.get_provider_status()
-    assert status["mock-a"]["errors_by_category"] == {"auth": 1}
+    assert status["mock-a"]["errors_by_category"] == {"server": 1}
     assert status["mock-a"]["health"] == "degraded"
 
 

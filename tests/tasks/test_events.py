@@ -126,3 +126,20 @@ def test_subscriber_receives_the_stored_payloads(redis_server, publisher, redis_
 def test_decode_event_accepts_bytes_and_str(raw):
     assert decode_event(raw) == {"seq": 1, "type": "chunk"}
     assert json.loads(raw) == decode_event(raw)
+
+
+def test_a_non_streamed_jobs_events_are_numbered_in_its_record(publisher, redis_client, keys):
+    # A job with a record whose events are not kept has no seq key at all.
+    redis_client.hset(keys.job("j1"), mapping={"status": "running"})
+    assert publisher.publish("j1", "retry", attempt=1, store=False, delay_s=1) == 1
+    assert publisher.publish("j1", "done", attempt=2, store=False) == 2
+    assert redis_client.exists(keys.seq("j1")) == 0
+    assert redis_client.hget(keys.job("j1"), "seq") == b"2"
+
+
+def test_numbering_continues_when_a_job_starts_keeping_events(publisher, redis_client, keys):
+    redis_client.hset(keys.job("j1"), mapping={"status": "running"})
+    assert publisher.publish("j1", "retry", attempt=1, store=False) == 1
+    assert publisher.publish("j1", "cancelled", attempt=1, store=True) == 2
+    assert publisher.publish("j1", "done", attempt=1, store=False) == 3  # the seq key now counts
+    assert [e["seq"] for e in stored(redis_client, keys)] == [2]

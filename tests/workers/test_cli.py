@@ -85,10 +85,12 @@ def test_health_shows_provider_state(redis_server, fakes):
     out = promptq(redis_server, "health", "--json")
     assert out.returncode == 0, out.stderr
     health = json.loads(out.stdout)
-    assert health["openai"]["errors_by_category"].get("server", 0) >= 1
-    assert health["openai"]["state"] in ("degraded", "unhealthy")
+    # Health is per provider:model (issue 8), with its capacity beside it.
+    assert health["openai:gpt-4o-mini"]["errors_by_category"].get("server", 0) >= 1
+    assert health["openai:gpt-4o-mini"]["state"] in ("degraded", "unhealthy")
+    assert health["openai:gpt-4o-mini"]["capacity"]["waiting"] == 0
     table = promptq(redis_server, "health").stdout
-    assert "openai" in table and "server" in table
+    assert "openai:gpt-4o-mini" in table and "server" in table and "429s" in table
 
 
 def test_unreachable_redis_is_one_clear_line(tmp_path):

@@ -23,7 +23,7 @@ def test_demo_runs_batch_and_stream_then_cleans_up(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = proc.stderr
     assert "Started a private Redis" in log
-    assert "succeeded 24/24, retried 3, failed over 3" in log
+    assert "succeeded 24/24, rate-limited 3 (waited, not retried), retried 0, failed over 3" in log
     # The streamed job: the first attempt's text was marked discarded, then the full answer.
     assert "text above discarded" in log
     assert "answered by promptq's mock provider." in proc.stdout

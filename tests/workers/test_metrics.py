@@ -60,4 +60,8 @@ def test_metrics_count_requests_errors_retries_and_queue_depth(redis_server, cli
     assert sample(text, "promptq_tokens_total", provider="openai", direction="output") > 0
     assert sample(text, "promptq_provider_latency_seconds_count", provider="openai") == 2
     assert sample(text, "promptq_queue_depth", queue="promptq.ollama") >= 1
-    assert 'promptq_circuit_state{provider="openai"} 0.0' in text
+    # Circuits and capacity are per provider:model (issue 8).
+    assert 'promptq_circuit_state{provider="openai:gpt-4o-mini"} 0.0' in text
+    assert sample(text, "promptq_capacity_limit_rpm", endpoint="openai:gpt-4o-mini", source="learned") == 500
+    assert sample(text, "promptq_capacity_waiting_jobs", endpoint="openai:gpt-4o-mini") == 0
+    assert sample(text, "promptq_capacity_rate_limited_total", endpoint="openai:gpt-4o-mini") == 0

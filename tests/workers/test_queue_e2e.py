@@ -128,7 +128,9 @@ def test_mid_stream_drop_resets_then_succeeds_elsewhere_without_splicing(client,
 
 
 def test_late_subscriber_replays_every_chunk(client):
-    prompt = unique("alpha beta gamma delta epsilon zeta eta theta")
+    # Pieces 20 ms apart, so each arrives on its own read (pieces read
+    # together are merged into one event: tests/tasks/test_chunk_relay.py).
+    prompt = unique("alpha beta gamma delta epsilon zeta eta theta [[fault:slow_stream:0.02]]")
     handle = client.submit(prompt, to=["claude:claude-3-5-haiku-latest"], stream=True)
     record = client.result(handle.id, timeout=30)
     assert record.status.value == "succeeded"
@@ -158,15 +160,34 @@ def test_redelivered_finished_job_is_not_sent_to_provider_again(client, fakes, w
 def test_open_circuit_skips_provider_and_fails_over(client, fakes, redis_server):
     openai, _ = fakes
     health = RedisHealthStore(redis_server.client(), "promptq:health")
+    # Circuits are per provider:model (issue 8, fix 5).
     for _ in range(health.policy.failure_threshold):
-        health.record_failure("openai", ProviderError("boom", category=ErrorCategory.SERVER_ERROR, provider="openai"))
-    assert not health.allow_request("openai")
+        health.record_failure("openai:gpt-4o-mini", ProviderError("boom", category=ErrorCategory.SERVER_ERROR, provider="openai"))
+    assert not health.allow_request("openai:gpt-4o-mini")
     prompt = unique("circuit")
     handle = client.submit(prompt, to=["openai:gpt-4o-mini", "claude:claude-3-5-haiku-latest"])
     record = client.result(handle.id, timeout=30)
     assert record.result["provider"] == "claude"
     assert record.attempts[0]["error"]["error_type"] == "circuit_open"
     assert not any(r.body and prompt in str(r.body) for r in openai.requests)
+    # Another model behind the same provider is not held back by that circuit.
+    sibling = client.submit(unique("sibling"), to=["openai:gpt-4o", "claude:claude-3-5-haiku-latest"])
+    record = client.result(sibling.id, timeout=30)
+    assert record.result["provider"] == "openai" and record.result["target"] == "openai:gpt-4o"
+
+
+def test_failing_model_opens_only_its_own_circuit(client, fakes, redis_server):
+    openai, _ = fakes
+    # Server errors on one model, through the worker, until its circuit opens.
+    threshold = RedisHealthStore(redis_server.client(), "promptq:health").policy.failure_threshold
+    for _ in range(threshold):
+        handle = client.submit(unique("broken [[fault:server]]"), to=["openai:broken-model"], max_retries=0)
+        assert client.result(handle.id, timeout=30).status.value == "failed"
+    health = RedisHealthStore(redis_server.client(), "promptq:health")
+    assert health.snapshot("openai:broken-model").circuit.value == "open"
+    assert health.snapshot("openai:gpt-4o-mini").circuit.value == "closed"
+    record = client.result(client.submit(unique("fine"), to=["openai:gpt-4o-mini"]).id, timeout=30)
+    assert record.status.value == "succeeded" and record.result["provider"] == "openai"
 
 
 def test_bad_job_is_refused_with_the_field_named(client, redis_server):

@@ -88,7 +88,7 @@ def test_worker_without_a_key_fails_over_without_hurting_shared_health(redis_ser
     error = record.attempts[0]["error"]
     assert error["error_type"] == "missing_key" and "OPENAI_API_KEY" in error["message"]
     assert openai.requests == []  # never called without a key
-    health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai")
+    health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai:gpt-4o-mini")
     assert health.failures == 0 and health.circuit.value == "closed"
 
 

@@ -27,8 +27,9 @@ from .context import EXIT_JOB_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, EXI
 
 #: `batch status` rows: (counter, label).
 ROWS = (("total", "total"), ("queued", "queued"), ("running", "running"), ("waiting", "waiting (retry)"),
-        ("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "cancelled"), ("retried", "retried"),
-        ("failed_over", "failed over"), ("recovered", "recovered"))
+        ("capacity", "waiting for capacity"), ("succeeded", "succeeded"), ("failed", "failed"),
+        ("cancelled", "cancelled"), ("retried", "retried"), ("rate_limited", "rate-limited (waited)"),
+        ("failed_over", "failed over"), ("spilled", "spilled"), ("recovered", "recovered"))
 
 
 @click.group()
@@ -48,10 +49,14 @@ def batch() -> None:
 @click.option("--batch-id", help="Use this id; give an earlier one to resume an interrupted submission.")
 @click.option("--skip-invalid", is_flag=True, help="Submit the valid lines even if some are bad (they are still listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--spill", is_flag=True,
+              help="A line whose target has had no capacity for a while moves to its next target (not a failure).")
+@click.option("--rate-limit-deadline", "rate_limit_deadline_s", type=float, metavar="SECONDS",
+              help="How long a line may wait for a rate limit before it fails as rate_limited (default 24 h).")
 @pass_state
 @redis_errors
 def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: Optional[str], batch_id: Optional[str],
-           skip_invalid: bool, quiet: bool) -> None:
+           skip_invalid: bool, quiet: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
     from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
     from promptq.tasks.job import JobValidationError
@@ -68,7 +73,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
     def validated(bid: str, lines: int) -> None:
         nonlocal task_id
         _echo(f"batch {bid}: submitting {lines} line(s) from {name}")
-        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid)}")
+        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s)}")
         if progress is not None:
             progress.start()
             task_id = progress.add_task("submitting", total=lines)
@@ -82,6 +87,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         submission = submit_batch(
             state.client, source, targets=list(targets), batch_id=batch_id, skip_invalid=skip_invalid,
             default_provider=default_provider, source=name, on_progress=advanced, on_validated=validated,
+            spill=spill, rate_limit_deadline_s=rate_limit_deadline_s,
         )
     except BatchInputError as exc:
         for line in exc.invalid:
@@ -94,7 +100,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         fail(str(exc), EXIT_JOB_FAILED)
     except KeyboardInterrupt:
         bid = batch_id or "<the id printed above>"
-        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid)}", 130)
+        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s)}", 130)
     finally:
         if progress is not None:
             progress.stop()
@@ -275,12 +281,17 @@ def _summary(info: Dict[str, Any]) -> str:
 
 
 def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, batch_id: str,
-                    skip_invalid: bool) -> str:
+                    skip_invalid: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None) -> str:
     args = ["promptq", "batch", "submit", file, *[a for t in targets for a in ("--to", t)]]
     if default_provider:
         args += ["--default-provider", default_provider]
     if skip_invalid:
         args.append("--skip-invalid")
+    # The lines still to send must get the same capacity options as the ones sent.
+    if spill:
+        args.append("--spill")
+    if rate_limit_deadline_s is not None:
+        args += ["--rate-limit-deadline", f"{rate_limit_deadline_s:g}"]
     return shlex.join(args + ["--batch-id", batch_id])
 
 

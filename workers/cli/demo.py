@@ -97,7 +97,7 @@ def demo(state: State, ollama_model: Optional[str], out: str) -> None:
         run = _Runner({**os.environ, "PROMPTQ_REDIS_URL": stack.redis_url})
 
         _say(f"Submitting the sample batch {SAMPLE.name}: targets {' then '.join(targets)}; "
-             "some lines rate-limit once (retry), some are refused by the first target (failover)")
+             "some lines are rate-limited once (they wait, no retry spent), some are refused by the first target (failover)")
         to_args = [a for t in targets for a in ("--to", t)]
         batch_id = run("batch", "submit", str(SAMPLE), *to_args, "--quiet", capture=True)
         click.echo(f"batch id: {batch_id}", err=True)
@@ -105,7 +105,8 @@ def demo(state: State, ollama_model: Optional[str], out: str) -> None:
         _say("Waiting for the batch (workers update its counters as jobs finish)")
         run("batch", "wait", batch_id, "--timeout", "300")
         status = json.loads(run("batch", "status", batch_id, "--json", capture=True))
-        click.echo(f"succeeded {status['succeeded']}/{status['total']}, retried {status['retried']}, "
+        click.echo(f"succeeded {status['succeeded']}/{status['total']}, rate-limited {status['rate_limited']} "
+                   f"(waited, not retried), retried {status['retried']}, "
                    f"failed over {status['failed_over']}, tokens {status['total_tokens']}", err=True)
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -83,25 +83,39 @@ def flower(state: State, port: int, address: str) -> None:
 @pass_state
 @redis_errors
 def health(state: State, as_json: bool) -> None:
-    """Show each provider's health and circuit as all workers see it."""
-    from promptq.providers.health_redis import RedisHealthStore
-    from promptq.tasks.keys import Keys
+    """Show each provider:model's health, circuit, limits, rate and waiting jobs as all workers see them."""
+    from promptq.tasks.capacity_view import capacity_report
 
-    client = state.client
-    store = RedisHealthStore(client.redis, Keys(state.settings.key_prefix).health_prefix)
-    snapshots = {name: snap.to_dict() for name, snap in sorted(store.all_snapshots().items())}
+    report = capacity_report(state.client.redis, state.settings)
     if as_json:
-        click.echo(json.dumps(snapshots, indent=2))
+        click.echo(json.dumps(report, indent=2))
         return
-    if not snapshots:
+    if not report:
         click.echo("no provider has been called yet")
         return
-    click.echo(f"{'provider':<12} {'state':<10} {'circuit':<10} {'ok':>7} {'errors':>7}  last error")
+    click.echo(f"{'provider:model':<32} {'state':<10} {'circuit':<10} {'ok':>7} {'errors':>7} {'429s':>6} "
+               f"{'rpm now':>8} {'tok/min':>8} {'limit rpm':>14} {'waiting':>8}  last error")
     now = time.time()
-    for name, snap in snapshots.items():
+    for name, snap in report.items():
+        cap = snap["capacity"]
         last = snap.get("last_error") or {}
         last_text = f"{last.get('category')}: {last.get('message')} ({now - last.get('at', now):.0f}s ago)" if last else "-"
-        click.echo(f"{name:<12} {snap['state']:<10} {snap['circuit']:<10} {snap['successes']:>7} {snap['failures']:>7}  {last_text}")
+        click.echo(f"{name:<32} {snap['state']:<10} {snap['circuit']:<10} {snap['successes']:>7} {snap['failures']:>7} "
+                   f"{cap['rate_limited_429s']:>6} {cap['rate_rpm']:>8} {cap['tokens_this_minute']:>8} "
+                   f"{_limit_text(cap):>14} {cap['waiting']:>8}  {last_text}")
+
+
+def _limit_text(cap: dict) -> str:
+    """'600' configured, 'learned 500' from headers, 'x0.5' while pacing is backed off, '-' if none."""
+    configured = [v["rpm"] for v in cap["configured"].values() if v.get("rpm")]
+    if configured:
+        return f"{min(configured):g}"
+    learned = cap["learned"]
+    if learned.get("rpm"):
+        text = f"learned {learned['rpm']:g}"
+        factor = learned.get("factor")
+        return text + (f" x{factor:.2f}" if factor is not None and factor < 1 else "")
+    return "-"
 
 
 @click.command()

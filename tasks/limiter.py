@@ -1,0 +1,298 @@
+"""Shared budgets in Redis: may this call go to provider:model now, or when?
+
+Every worker on every machine draws from the same budgets, one Lua call per
+admission, timed by Redis's own `TIME` (never a worker's clock). Each
+budget is a GCRA cell (a token bucket kept as one "theoretical arrival
+time"): a call of cost c on a budget of R per minute moves the cell's time
+on by c*60/R seconds; the call may go when that time is at most `burst_s`
+ahead of now. Budgets that apply to a call, all checked and consumed at once
+(all or nothing):
+
+- configured per provider and per provider+model (tasks.limits): requests
+  per minute, tokens per minute (cost = estimated input + max output
+  tokens, corrected by `settle` with the usage the provider reported), and
+  concurrency (a sorted set of leases that expire if a worker dies);
+- learned per provider+model (tasks.pacing writes `rpm_eff` / `tpm_eff` into
+  the endpoint's pace hash, and `paused_until` after a 429);
+- slow start: until an endpoint's first answer tells us its limits, at most
+  `SLOW_START` calls are in flight, so a cold start does not fire hundreds
+  of requests into an unknown limit.
+
+Answers: go now; go after a short wait with the turn already reserved (at
+most `horizon_s` ahead: the worker sleeps it out in its slot); or wait
+elsewhere (the job is deferred, tasks.deferral) until a ticket time. Tickets
+are handed out along a per-lane line at the budget's rate, so a large
+backlog comes back spread out, not as a herd.
+
+Lanes: the batch lane may fill only (1 - interactive_reserve) of each
+budget's burst and horizon, so interactive work always finds room.
+
+Why not the `limits` library: its Redis moving window answers "is there
+room" for one limit with the client's clock, and cannot check and consume
+several budgets (provider rpm + model rpm + tpm + concurrency) in one atomic
+step, reserve a turn, nor say how long to wait; a partial consume across two
+calls would leak budget under contention.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .limits import Limit, scope_key, scopes_for
+
+logger = logging.getLogger(__name__)
+
+#: Calls in flight to an endpoint whose limits no answer has told us yet.
+SLOW_START = 8
+#: How long a concurrency lease lives if its worker dies holding it.
+LEASE_TTL_S = 600.0
+#: Wait before asking again when a concurrency cap is full.
+CONCURRENCY_RETRY_S = 0.2
+
+LANES = ("interactive", "batch")
+
+# KEYS[1] pace hash, KEYS[2] line key, KEYS[3] the job's record, KEYS[3+i] bucket i.
+# ARGV: frac, burst_s, horizon_s, lease_id, lease_ttl_s, reserved, nb, then per
+# bucket (kind, rate or cap, cost). Kinds: g = GCRA at a configured rate,
+# lr/lt = GCRA at the learned rpm_eff/tpm_eff, c = concurrency cap,
+# ss = slow-start concurrency (only until the endpoint was first seen).
+# Returns {code, wait_s, reason}: 1 go, 2 reserved (sleep wait_s then go), 0 ticket.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local frac, burst, horizon = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local reserved = ARGV[6] == '1'
+local nb = tonumber(ARGV[7])
+local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until') or '0') or 0
+if paused > now then return {0, tostring(paused - now), 'paused'} end
+local seen = redis.call('HEXISTS', KEYS[1], 'seen') == 1
+local conc = {}
+for i = 1, nb do
+  local kind, key = ARGV[5 + 3 * i], KEYS[3 + i]
+  if kind == 'c' or (kind == 'ss' and not seen) then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local cap = tonumber(ARGV[6 + 3 * i])
+    if kind == 'c' then cap = math.max(1, math.floor(cap * frac)) end
+    if redis.call('ZCARD', key) >= cap then return {0, ARGV[8 + 3 * nb], 'concurrency'} end
+    table.insert(conc, key)
+  end
+end
+if not reserved then
+  local news, worst, worst_step = {}, -1e18, 0
+  for i = 1, nb do
+    local kind = ARGV[5 + 3 * i]
+    local rate, full = nil, nil
+    if kind == 'g' then rate = tonumber(ARGV[6 + 3 * i]); full = rate
+    elseif kind == 'lr' then
+      rate = tonumber(redis.call('HGET', KEYS[1], 'rpm_eff') or '')
+      full = tonumber(redis.call('HGET', KEYS[1], 'learned_rpm') or '') or rate
+    elseif kind == 'lt' then
+      rate = tonumber(redis.call('HGET', KEYS[1], 'tpm_eff') or '')
+      full = tonumber(redis.call('HGET', KEYS[1], 'learned_tpm') or '') or rate
+    end
+    if rate and rate > 0 then
+      local step = tonumber(ARGV[7 + 3 * i]) * 60 / rate
+      -- Tickets are spaced at the budget's full rate: a rate backed off for
+      -- a while (AIMD) must not stretch the whole line for good.
+      local full_step = tonumber(ARGV[7 + 3 * i]) * 60 / math.max(rate, full or rate)
+      local tat = tonumber(redis.call('GET', KEYS[3 + i]) or '0') or 0
+      if tat < now then tat = now end
+      local new = tat + step
+      news[i] = new
+      local w = new - now - math.max(burst * frac, step)
+      if w > worst then worst, worst_step = w, full_step end
+    end
+  end
+  if worst > horizon * frac then
+    local start = now + worst - horizon * frac
+    if redis.call('HGET', KEYS[3], 'wait_reason') == 'budget' then
+      -- Back from a ticket and beaten to the turn by a moment: come back as
+      -- soon as a turn opens, not at the end of the line again.
+      return {0, tostring(start - now + worst_step), 'budget'}
+    end
+    -- No turn within the horizon: take a ticket on this lane's line.
+    local line = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+    if line < start then line = start end
+    line = line + worst_step
+    redis.call('SET', KEYS[2], tostring(line), 'PX', math.ceil((line - now) * 1000) + 1000)
+    return {0, tostring(line - now), 'budget'}
+  end
+  for i, new in pairs(news) do
+    redis.call('SET', KEYS[3 + i], tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
+  end
+  if worst > 0 then return {2, tostring(worst), 'reserved'} end
+end
+for _, key in ipairs(conc) do
+  redis.call('ZADD', key, now + tonumber(ARGV[5]), ARGV[4])
+  redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[5]) * 1000))
+end
+return {1, '0', 'ok'}
+"""
+
+# Give back concurrency leases and correct token cells by what the call really cost.
+# KEYS[1] pace hash, KEYS[1+i] bucket i. ARGV: lease_id, token_delta, nb, then per bucket (kind, rate).
+_SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local delta, nb = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, nb do
+  local kind, key = ARGV[2 + 2 * i], KEYS[1 + i]
+  if kind == 'c' or kind == 'ss' then
+    redis.call('ZREM', key, ARGV[1])
+  elseif delta ~= 0 and (kind == 'gt' or kind == 'lt') then
+    local rate = tonumber(ARGV[3 + 2 * i])
+    if kind == 'lt' then rate = tonumber(redis.call('HGET', KEYS[1], 'tpm_eff') or '') end
+    local tat = tonumber(redis.call('GET', key) or '')
+    if rate and rate > 0 and tat then
+      local new = tat + delta * 60 / rate
+      if new > now then
+        redis.call('SET', key, tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
+      else
+        redis.call('DEL', key)
+      end
+    end
+  end
+end
+return 1
+"""
+
+
+@dataclass
+class Admission:
+    """The limiter's answer. `granted`: call now. Else wait `wait_s` (reserved: in the slot)."""
+
+    granted: bool
+    wait_s: float = 0.0
+    reason: str = "ok"
+    reserved: bool = False
+    lease_id: str = ""
+    tokens: int = 0
+    buckets: List[Tuple[str, str, float]] = field(default_factory=list)
+
+
+def estimate_tokens(spec: Mapping[str, Any]) -> int:
+    """Tokens a call may cost, before it is made: ~4 chars a token in, plus the output cap."""
+    chars = len(spec.get("prompt") or "") + len(spec.get("system_prompt") or "")
+    for message in spec.get("messages") or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        chars += len(content) if isinstance(content, str) else len(str(content or ""))
+    params = spec.get("parameters") or {}
+    out = 0
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict"):
+        value = params.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            out = value
+            break
+    return max(1, chars // 4) + out
+
+
+class Limiter:
+    """Admissions against every budget that applies to provider:model."""
+
+    def __init__(self, client: Any, prefix: str, limits: Mapping[str, Limit], *, interactive_reserve: float = 0.2,
+                 burst_s: float = 1.0, horizon_s: float = 2.0):
+        self.redis = client
+        self.prefix = prefix
+        self.limits = dict(limits)
+        self.interactive_reserve = interactive_reserve
+        self.burst_s = burst_s
+        self.horizon_s = horizon_s
+        self._acquire = client.register_script(_ACQUIRE)
+        self._settle = client.register_script(_SETTLE)
+
+    # --- keys ---------------------------------------------------------------
+
+    def pace_key(self, endpoint: str) -> str:
+        return f"{self.prefix}:pace:{endpoint}"
+
+    def bucket_key(self, scope: str, kind: str) -> str:
+        return f"{self.prefix}:cap:{scope}:{kind}"
+
+    def _buckets(self, provider: str, model: str, tokens: int) -> List[Tuple[str, str, float, float]]:
+        """[(key, kind, rate or cap, cost)] for a call."""
+        out = []
+        for scope, limit in scopes_for(self.limits, provider, model):
+            if limit.rpm:
+                out.append((self.bucket_key(scope, "req"), "g", limit.rpm, 1))
+            if limit.tpm:
+                out.append((self.bucket_key(scope, "tok"), "g", limit.tpm, tokens))
+            if limit.concurrency:
+                out.append((self.bucket_key(scope, "conc"), "c", limit.concurrency, 0))
+        endpoint = scope_key(provider, model)
+        out.append((self.bucket_key(endpoint, "lreq"), "lr", 0, 1))
+        out.append((self.bucket_key(endpoint, "ltok"), "lt", 0, tokens))
+        out.append((self.bucket_key(endpoint, "slowstart"), "ss", SLOW_START, 0))
+        return out
+
+    # --- admission -------------------------------------------------------------
+
+    def acquire(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,
+                reserved: bool = False, job_key: str = "") -> Admission:
+        """Ask once. `reserved=True` after sleeping out a reservation: only pauses and concurrency count.
+
+        `job_key`: the job's record; a job back from a ticket (its `wait_reason`
+        is "budget") that narrowly misses a turn is not sent to the end of the line."""
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
+        frac = 1.0 if lane == "interactive" else 1.0 - self.interactive_reserve
+        endpoint = scope_key(provider, model)
+        buckets = self._buckets(provider, model, tokens)
+        lease_id = uuid.uuid4().hex
+        keys = [self.pace_key(endpoint), self.bucket_key(endpoint, f"line:{lane}"),
+                job_key or self.bucket_key(endpoint, "nojob")] + [b[0] for b in buckets]
+        args: List[Any] = [frac, self.burst_s, self.horizon_s, lease_id, LEASE_TTL_S, "1" if reserved else "0",
+                           len(buckets)]
+        for _, kind, rate, cost in buckets:
+            args += [kind, rate, cost]
+        args.append(CONCURRENCY_RETRY_S)
+        code, wait, reason = self._acquire(keys=keys, args=args)
+        code = int(code)
+        reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+        kept = [(key, "gt" if kind == "g" and key.endswith(":tok") else kind, rate)
+                for key, kind, rate, cost in buckets]
+        return Admission(granted=code == 1, wait_s=max(0.0, float(wait)), reason=reason, reserved=code == 2,
+                         lease_id=lease_id if code == 1 else "", tokens=tokens, buckets=kept)
+
+    def settle(self, admission: Admission, actual_tokens: Optional[int] = None, endpoint: str = "",
+               pipe: Any = None) -> None:
+        """After a granted call: give back concurrency, correct token budgets by the real usage.
+
+        With `pipe` the call is only queued there."""
+        if not admission.granted:
+            return
+        delta = 0 if actual_tokens is None else int(actual_tokens) - admission.tokens
+        keys = [self.pace_key(endpoint)] + [b[0] for b in admission.buckets]
+        args: List[Any] = [admission.lease_id, delta, len(admission.buckets)]
+        for _, kind, rate in admission.buckets:
+            args += [kind, rate]
+        if pipe is not None:
+            self._settle(keys=keys, args=args, client=pipe)
+            return
+        try:
+            self._settle(keys=keys, args=args)
+        except Exception:  # a lease left behind expires on its own
+            logger.warning("limiter: could not settle %s", endpoint, exc_info=True)
+
+    def snapshot(self, provider: str, model: str) -> Dict[str, Any]:
+        """How full each budget of an endpoint is now, for `health` and metrics."""
+        endpoint = scope_key(provider, model)
+        now = self._now()
+        out: Dict[str, Any] = {}
+        for key, kind, rate, _ in self._buckets(provider, model, 1):
+            if kind in ("c", "ss"):
+                out[key.rsplit(":", 1)[-1] if kind == "ss" else key] = self.redis.zcount(key, now, "+inf")
+            else:
+                tat = self.redis.get(key)
+                out[key] = round(max(0.0, float(tat) - now), 3) if tat else 0.0
+        out["endpoint"] = endpoint
+        return out
+
+    def _now(self) -> float:
+        seconds, micros = self.redis.time()
+        return seconds + micros / 1e6
+
+
+__all__ = ["Admission", "LANES", "Limiter", "estimate_tokens"]

@@ -1,0 +1,146 @@
+"""Shared budgets (real Redis): rates, reservations, tickets, lanes, tokens,
+concurrency, pauses; and the configuration they come from."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptq.tasks.limiter import Limiter, estimate_tokens
+from promptq.tasks.limits import Limit, LimitConfigError, configured_limits, env_limits
+from promptq.tasks.pacing import Pacer
+from promptq.tasks.settings import Settings, SettingsError
+
+
+def limiter(redis_client, reserve=0.2, seen=True, **limits):
+    if seen:  # past slow start: the endpoint has answered before
+        for endpoint in ("openai:m", "openai:x", "openai:other-model"):
+            redis_client.hset(f"t:pace:{endpoint}", "seen", "1")
+    return Limiter(redis_client, "t", limits, interactive_reserve=reserve, burst_s=1.0, horizon_s=2.0)
+
+
+def grants(lim, n, lane="interactive", **kw):
+    return [lim.acquire("openai", "m", lane=lane, **kw) for _ in range(n)]
+
+
+def test_a_burst_then_reserved_turns_then_spread_out_tickets(redis_client):
+    lim = limiter(redis_client, **{"openai": Limit(rpm=600)})  # 10 a second, a burst of one second
+    answers = grants(lim, 40)
+    now = [a for a in answers if a.granted]
+    reserved = [a for a in answers if a.reserved]
+    tickets = [a for a in answers if not a.granted and not a.reserved]
+    assert len(now) == 10
+    assert len(reserved) == 20  # turns within the 2 s horizon, 0.1 s apart
+    assert reserved[0].wait_s == pytest.approx(0.1, abs=0.02) and reserved[-1].wait_s == pytest.approx(2.0, abs=0.05)
+    assert len(tickets) == 10 and all(t.reason == "budget" for t in tickets)
+    # Tickets are spread at the budget's rate, so the backlog does not return as a herd.
+    gaps = [b.wait_s - a.wait_s for a, b in zip(tickets, tickets[1:])]
+    assert all(g == pytest.approx(0.1, abs=0.02) for g in gaps)
+
+
+def test_the_batch_lane_leaves_the_interactive_reserve(redis_client):
+    lim = limiter(redis_client, reserve=0.2, **{"openai": Limit(rpm=600)})
+    batch = grants(lim, 40, lane="batch")
+    assert sum(a.granted for a in batch) == 8  # 80% of the burst
+    assert not batch[-1].granted and not batch[-1].reserved  # the batch lane is out of turns
+    interactive = lim.acquire("openai", "m", lane="interactive")
+    assert interactive.granted or interactive.reserved  # ... but interactive work still finds room
+    assert interactive.wait_s <= 2.0
+
+
+def test_provider_and_model_budgets_both_apply(redis_client):
+    lim = limiter(redis_client, **{"openai": Limit(rpm=6000), "openai:m": Limit(rpm=60)})
+    first, second = grants(lim, 2)
+    assert first.granted and not second.granted  # the model's 1/s, not the provider's 100/s
+    other = lim.acquire("openai", "other-model")
+    assert other.granted
+
+
+def test_tokens_are_estimated_then_corrected_by_real_usage(redis_client):
+    lim = limiter(redis_client, **{"openai:m": Limit(tpm=6000), "openai:x": Limit(tpm=6000)})  # 100 tokens/s
+    first = lim.acquire("openai", "m", tokens=150)  # 1.5 s of budget: a call may take that much alone
+    assert first.granted
+    assert lim.acquire("openai", "m", tokens=50).reserved  # estimated: no room now
+    # Same on another model, but the call really cost 10 tokens: the budget gets the difference back.
+    first = lim.acquire("openai", "x", tokens=150)
+    lim.settle(first, actual_tokens=10, endpoint="openai:x")
+    assert lim.acquire("openai", "x", tokens=50).granted
+
+
+def test_concurrency_leases_are_given_back(redis_client):
+    lim = limiter(redis_client, **{"openai": Limit(concurrency=2)})
+    a, b, c = grants(lim, 3)
+    assert a.granted and b.granted and not c.granted and c.reason == "concurrency"
+    lim.settle(a, endpoint="openai:m")
+    assert lim.acquire("openai", "m").granted
+
+
+def test_a_429_pauses_every_caller_and_learns_the_limit(redis_client):
+    lim, pacer = limiter(redis_client), Pacer(redis_client, "t")
+    headers = {"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "0",
+               "x-ratelimit-reset-requests": "500ms", "retry-after-ms": "1500"}
+    paused = pacer.observe("openai:m", headers, rate_limited=True)
+    assert paused == pytest.approx(1.5, abs=0.05)
+    answer = lim.acquire("openai", "m")
+    assert not answer.granted and answer.reason == "paused" and 1.3 < answer.wait_s <= 1.5
+    pace = pacer.snapshot("openai:m")
+    assert pace["learned_rpm"] == 120 and pace["factor"] == 0.5 and pace["rpm_eff"] == 60 and pace["n429"] == 1
+    # Successes climb back (AIMD): additive increase up to the provider's limit.
+    redis_client.hset(pacer.pace_key("openai:m"), "paused_until", 0)
+    for _ in range(30):
+        pacer.observe("openai:m", {"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "100"},
+                      rate_limited=False)
+    assert pacer.snapshot("openai:m")["factor"] == 1.0
+
+
+def test_nothing_left_pauses_before_the_429(redis_client):
+    lim, pacer = limiter(redis_client), Pacer(redis_client, "t")
+    pacer.observe("openai:m", {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+                               "x-ratelimit-reset-requests": "0.5s"}, rate_limited=False)
+    answer = lim.acquire("openai", "m")
+    assert answer.reason == "paused" and 0.3 < answer.wait_s <= 0.5
+    # OpenAI's reset is until the whole budget is back (a minute here); one more
+    # request is due after 60/limit seconds, so the pause is no longer than that.
+    pacer.observe("openai:x", {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+                               "x-ratelimit-reset-requests": "1m0s"}, rate_limited=False)
+    answer = lim.acquire("openai", "x")
+    assert answer.reason == "paused" and 0.0 < answer.wait_s <= 0.1
+
+
+def test_slow_start_until_the_first_answer(redis_client):
+    lim, pacer = limiter(redis_client, seen=False), Pacer(redis_client, "t")
+    answers = grants(lim, 10)
+    assert sum(a.granted for a in answers) == 8 and answers[-1].reason == "concurrency"
+    pacer.observe("openai:m", {}, rate_limited=False)
+    assert lim.acquire("openai", "m").granted
+
+
+def test_estimate_counts_prompt_and_output_cap():
+    assert estimate_tokens({"prompt": "x" * 400, "parameters": {"max_tokens": 50}}) == 150
+    assert estimate_tokens({"messages": [{"role": "user", "content": "y" * 40}]}) == 10
+
+
+def test_limits_from_toml_and_environment(tmp_path):
+    path = tmp_path / "promptq.toml"
+    path.write_text('[providers.openai]\nbase_url = "http://x"\n[providers.openai.limits]\nrpm = 600\ntpm = 200000\n'
+                    'concurrency = 50\n[providers.openai.models."gpt-4o-mini".limits]\nrpm = 500\n')
+    settings = Settings.load(environ={"PROMPTQ_LIMIT_OPENAI_RPM": "300", "PROMPTQ_LIMIT_CLAUDE_TPM": "1000"},
+                             config_path=str(path))
+    limits = configured_limits(settings.provider_configs, settings.limit_overrides)
+    assert limits["openai"] == Limit(rpm=300, tpm=200000, concurrency=50)  # the environment wins
+    assert limits["openai:gpt-4o-mini"] == Limit(rpm=500) and limits["claude"] == Limit(tpm=1000)
+    assert "limits" not in settings.provider_config("openai")  # not handed to the provider
+    assert env_limits({"PROMPTQ_LIMIT_BURST_S": "1"}) == {}
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[providers.openai.limits]\nrpm = -1\n', r"\[providers.openai.limits\].rpm must be a positive number"),
+    ('[providers.openai.limits]\nrps = 5\n', r"unknown limit 'rps'"),
+    ('[providers.openai.models."m".limits]\nconcurrency = 1.5\n', r'models."m".limits\].concurrency must be a whole'),
+])
+def test_bad_limits_are_refused_naming_where(tmp_path, table, message):
+    path = tmp_path / "promptq.toml"
+    path.write_text(table)
+    with pytest.raises(SettingsError, match=message):
+        Settings.load(environ={}, config_path=str(path))
+    with pytest.raises(LimitConfigError):
+        configured_limits({}, {"openai": {"rpm": "lots"}})
