@@ -115,8 +115,11 @@ class RedisStateCollector:
                 pipe.llen(queue)
             for queue, length in zip(queues, pipe.execute()):
                 depth.add_metric([queue], length)
-        except Exception:  # a scrape must not crash on a Redis blip
-            logger.warning("metrics: could not read Redis state", exc_info=True)
+        except Exception as exc:  # a scrape must not crash on a Redis blip
+            from promptq.tasks.redis_wait import is_transient
+
+            logger.warning("metrics: could not read Redis state (%s: %s)", type(exc).__name__, str(exc)[:200],
+                           exc_info=not is_transient(exc))
         yield circuit
         yield depth
         yield from cap.values()
