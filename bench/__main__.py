@@ -14,8 +14,13 @@ assertion (the exit status is non-zero only when a case could not run).
 Cases: overhead (1), concurrency (2), streaming (3), batch (4), memory (5),
 peer (6: litellm, when installed), batch_e2e (7: a 10,000-line batch submitted
 and finished on the mock provider), redis_cost (8: Redis commands, round trips, CPU
-and bytes per job), heartbeat_cost (9: Redis commands/s of dead-worker
-detection and reliable fetch at 50 workers).
+and bytes per job), and the capacity cases against a fake that enforces
+OpenAI's rate limits: ratelimit (9: 1,200 jobs at 600 rpm, both burst models,
+goodput), backlog (10: 100,000 queued jobs at 60 rpm, memory over time),
+spill (11: two targets at 600 + 300 rpm), interactive (12: time to start an
+interactive job behind a 20,000-line batch). The default run (no --only)
+includes them: about 20 more minutes; --quick about 10. heartbeat_cost (13:
+Redis commands/s of dead-worker detection and reliable fetch at 50 workers).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
-CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e", "redis_cost", "heartbeat_cost"]
+CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e", "redis_cost",
+         "ratelimit", "backlog", "spill", "interactive",
+         "heartbeat_cost"]
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import psutil
 import redis
@@ -53,8 +53,11 @@ class FakeProcess:
     """`python -m bench.fake ...` in its own process."""
 
     def __init__(self, *, latency_s: float = 0.0, chunk_count: Optional[int] = None,
-                 chunk_delay_s: float = 0.0, stamp: bool = False, use_gevent: bool = True):
+                 chunk_delay_s: float = 0.0, stamp: bool = False, use_gevent: bool = True,
+                 rpm: Optional[float] = None, tpm: Optional[float] = None, burst: str = "second"):
         self.args = ["--latency", str(latency_s), "--chunk-delay", str(chunk_delay_s)]
+        if rpm is not None:  # behind OpenAI's rate limiter (tests.fakes.ratelimited_server)
+            self.args += ["--rpm", str(rpm), "--burst", burst] + (["--tpm", str(tpm)] if tpm else [])
         if chunk_count:
             self.args += ["--chunk-count", str(chunk_count)]
         if stamp:
@@ -79,6 +82,18 @@ class FakeProcess:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def stats(self) -> Dict[str, Any]:
+        """The rate-limited fake's counts (requests, admitted, rate_limited, ...)."""
+        import requests
+
+        return requests.get(self.base_url.rsplit("/v1", 1)[0] + "/__fake__/stats", timeout=10).json()
+
+    def reset(self) -> None:
+        """Zero the counts and refill the buckets, between two runs on one fake."""
+        import requests
+
+        requests.post(self.base_url.rsplit("/v1", 1)[0] + "/__fake__/reset", timeout=10).raise_for_status()
 
     def stop(self) -> None:
         if self.proc is None:

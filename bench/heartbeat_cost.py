@@ -1,7 +1,7 @@
 """What dead-worker detection costs Redis at 50 workers.
 
     .venv/bin/python -m bench.heartbeat_cost [--workers 50] [--seconds 10]
-    ./scripts/bench --only heartbeat_cost          # the same, as case 9 of the suite
+    ./scripts/bench --only heartbeat_cost          # the same, as case 13 of the suite
 
 Two parts, each measured as Redis commands per second (INFO's
 total_commands_processed, before and after) on a private redis-server:
@@ -88,11 +88,11 @@ def measure(server: RedisServer, workers: int, seconds: float) -> dict:
 
 
 def run(ctx) -> tuple:
-    """Case 9 of `python -m bench`."""
+    """Case 13 of `python -m bench`."""
     from .report import row
 
     figures = measure(ctx.redis, 50, 3.0 if ctx.quick else 10.0)
-    case = "9 heartbeat_cost"
+    case = "13 heartbeat_cost"
     rows = [
         row(case, "Redis cmds/s, leases of 50 workers (heartbeat 2 s, lease 6 s)", figures["leases_cmds_per_s"],
             "cmds/s", baseline=figures["leases_cmds_per_s_old_defaults"],

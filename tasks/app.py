@@ -17,6 +17,7 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from .keys import Keys
+from .lanes import PRIORITY_STEPS
 from .observer import Observer
 from .run import register_tasks
 from .settings import Settings
@@ -89,6 +90,10 @@ def create_app(
             "socket_keepalive": True,
             "health_check_interval": 25,
             "promptq_key_prefix": settings.key_prefix,
+            # One Redis list per lane; BRPOP asks every interactive list
+            # before any batch one (tasks.lanes). Producers and workers
+            # must agree on the steps, so they are set here, for both.
+            "priority_steps": list(PRIORITY_STEPS),
         },
         task_default_queue=keys.queue("default"),
         task_create_missing_queues=True,

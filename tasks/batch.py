@@ -32,6 +32,7 @@ from .batch_input import BatchLine, InvalidLine, Source, iter_batch, parse_targe
 from .batch_results import BatchNotFinished, BatchNotFound, batch_status, iter_results, result_line, submission_stalled
 from .batch_submit import CHUNK_LINES, BatchBusyError, BulkSubmitter
 from .job import JobSpec, JobValidationError, Target
+from .lanes import BATCH, LaneError, parse_lane
 
 __all__ = [
     "BatchBusyError", "BatchInputError", "BatchNotFinished", "BatchNotFound", "BatchSubmission",
@@ -93,6 +94,7 @@ def submit_batch(
     on_progress: Optional[Callable[[int, int, int], None]] = None,
     on_validated: Optional[Callable[[str, int], None]] = None,
     chunk_lines: int = CHUNK_LINES,
+    priority: str = BATCH,
     spill: bool = False,
     rate_limit_deadline_s: Optional[float] = None,
 ) -> BatchSubmission:
@@ -103,9 +105,15 @@ def submit_batch(
     `BatchBusyError` if the same batch is being submitted elsewhere.
     `on_validated(batch_id, lines)` runs once the file passed, before
     anything is sent; `on_progress(lines_done, lines, sent)` after each chunk.
-    `spill` and `rate_limit_deadline_s` apply to every line (see JobSpec).
+    `priority` is the lane of every job: "batch" (default: workers take an
+    interactive job first) or "interactive". `spill` and
+    `rate_limit_deadline_s` apply to every line (see JobSpec).
     """
-    line_defaults: Dict[str, Any] = {}
+    try:
+        lane = parse_lane(priority, "priority")
+    except LaneError as exc:
+        raise JobValidationError("priority", str(exc).split(": ", 1)[1]) from None
+    line_defaults: Dict[str, Any] = {"lane": lane}
     if spill:
         line_defaults["spill"] = True
     if rate_limit_deadline_s is not None:
@@ -147,7 +155,7 @@ def submit_batch(
         pipe.hsetnx(submitter.batch_key, "created_at", time.time())
         pipe.hset(submitter.batch_key, mapping={
             "input": name, "targets": json.dumps(targets or checked.chains), "lines": valid,
-            "invalid": len(invalid), "submit_state": "submitting",
+            "invalid": len(invalid), "submit_state": "submitting", "lane": lane,
         })
         pipe.execute()
         if checked.kept is not None:

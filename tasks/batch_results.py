@@ -78,6 +78,7 @@ def batch_status(client: Any, batch_id: str) -> Dict[str, Any]:
     status["lines"] = int(fields.get("lines") or 0)
     status["invalid"] = int(fields.get("invalid") or 0)
     status["submit_state"] = fields.get("submit_state", "submitting")
+    status["lane"] = fields.get("lane") or "interactive"  # batches from before lanes ran interactive
     status["submitting_until"] = float(fields.get("submitting_until") or 0)
     for name in ("created_at", "submitted_at"):
         status[name] = float(fields[name]) if fields.get(name) else None

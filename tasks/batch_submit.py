@@ -40,6 +40,7 @@ from celery.utils.nodenames import anon_nodename
 
 from .batch_input import BatchLine
 from .keys import TASK_NAME
+from .lanes import lane_of, list_key, priority_of
 from .store import new_token
 
 #: Lines per pipeline round: big enough to amortise the round trip, small
@@ -88,6 +89,7 @@ class MessageBuilder:
 
     def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str, *,
                  target_index: int = 0, attempt: int = 1) -> str:
+        """The message for `queue`; LPUSH it onto `lanes.list_key(queue, lane_of(spec))`."""
         args = (job_id, spec)
         kwargs = {"target_index": target_index, "attempt": attempt, "token": token}
         headers, properties, body, _ = self.amqp.as_task_v2(
@@ -106,7 +108,9 @@ class MessageBuilder:
         properties.update(
             delivery_mode=2,  # the default exchange's 'persistent'
             delivery_info={"exchange": "", "routing_key": queue},
-            priority=0,  # priority 0 = the plain list named after the queue
+            # The lane's priority; kombu keeps each step in its own list
+            # (tasks.lanes.list_key), which is where the caller pushes it.
+            priority=priority_of(spec),
             body_encoding="base64",
             delivery_tag=str(uuid.uuid4()),
         )
@@ -203,7 +207,7 @@ class BulkSubmitter:
             self._declare(queues)
             pipe = self.redis.pipeline(transaction=False)
             for (spec, token), queue in zip(fresh, queues):
-                pipe.lpush(queue, self.messages.envelope(spec["id"], spec, token, queue))
+                pipe.lpush(list_key(queue, lane_of(spec)), self.messages.envelope(spec["id"], spec, token, queue))
             # After every LPUSH (a pipeline runs in order): out of inflight
             # only once the broker holds the message.
             for spec, token in fresh:

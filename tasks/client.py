@@ -21,6 +21,7 @@ from .app import create_app
 from .events import TERMINAL_EVENTS, EventPublisher, decode_event
 from .job import JobSpec, JobValidationError
 from .keys import TASK_NAME, Keys
+from .lanes import route
 from .settings import Settings
 from .store import JobRecord, JobStore, new_token
 
@@ -98,12 +99,15 @@ class Client:
         job_id: Optional[str] = None,
         rate_limit_deadline_s: Optional[float] = None,
         spill: bool = False,
+        priority: Optional[str] = None,
     ) -> JobHandle:
         """Validate and enqueue a job; raises `JobValidationError` naming the bad field.
 
         `rate_limit_deadline_s`: how long the job may wait for a rate limit
         (default: the workers' setting, 24 h); `spill=True`: when its target
         has had no capacity for a while, move to the next target.
+        `priority` is the lane: "interactive" (default) or "batch", which
+        workers take only when no interactive job of their queues waits.
 
         `batch_id` is refused: a job joins a batch only through the batch
         API (`submit_batch`, `promptq batch submit`), or anyone could move a
@@ -115,7 +119,7 @@ class Client:
             parameters=parameters, stream=stream, custom_id=custom_id, batch_id=batch_id,
             metadata=metadata, max_retries=max_retries, job_id=job_id,
             max_prompt_chars=self.settings.max_prompt_chars,
-            rate_limit_deadline_s=rate_limit_deadline_s, spill=spill,
+            rate_limit_deadline_s=rate_limit_deadline_s, spill=spill, lane=priority,
         )
         return self.submit_spec(spec)
 
@@ -133,13 +137,12 @@ class Client:
         return JobHandle(spec.id, self)
 
     def send(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> None:
-        provider = spec["targets"][target_index].split(":", 1)[0]
         self.app.send_task(
             TASK_NAME,
             args=(job_id, spec),
             kwargs={"target_index": target_index, "attempt": attempt, "token": token},
-            queue=self.keys.queue(provider),
             task_id=job_id,
+            **route(self.keys, spec, target_index),
         )
 
     # --- reading ----------------------------------------------------------------

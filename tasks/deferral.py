@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from .lanes import lane_of, list_key
 from .redis_wait import is_transient
 from .store import new_token
 
@@ -170,7 +171,9 @@ class Deferrer:
             message = builder.envelope(job_id, spec, token, queue, target_index=index, attempt=attempt)
             batch_id = spec.get("batch_id")
             batch_key = self.keys.batch(batch_id) if batch_id else self.keys.batch("-")
-            self._move(keys=[self.keys.job(job_id), self.key, batch_key, queue, self.waiting_key],
+            # Back into its own lane's list (the message carries that priority).
+            self._move(keys=[self.keys.job(job_id), self.key, batch_key, list_key(queue, lane_of(spec)),
+                             self.waiting_key],
                        args=[job_id, token, message, "1" if batch_id else "0", now, endpoint_of(spec, index)],
                        client=pipe)
             queued.append(job_id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .json_check import JSONValueError, check_json
+from .lanes import LANES, LaneError, parse_lane
 
 #: Providers a worker can be built for. A job naming anything else would sit
 #: in a queue no worker consumes, so it is refused at submit time.
@@ -76,6 +77,8 @@ class JobSpec:
     metadata: Dict[str, Any] = field(default_factory=dict)
     max_retries: Optional[int] = None
     created_at: float = 0.0
+    #: "interactive" (default) or "batch": which priority lane (tasks.lanes).
+    lane: str = "interactive"
     #: Capacity (issue 8): how long this job may wait for a rate limit before
     #: it fails with `rate_limited` (None = the worker's setting, 24 h), and
     #: whether it may spill to its next target when the current one has no room.
@@ -98,6 +101,7 @@ class JobSpec:
         max_retries: Optional[int] = None,
         job_id: Optional[str] = None,
         max_prompt_chars: int = 1_000_000,
+        lane: Optional[str] = None,
         rate_limit_deadline_s: Optional[float] = None,
         spill: bool = False,
     ) -> "JobSpec":
@@ -117,6 +121,7 @@ class JobSpec:
             metadata=dict(metadata) if isinstance(metadata, Mapping) else (metadata or {}),
             max_retries=max_retries,
             created_at=time.time(),
+            lane=_lane(lane, "priority"),
             rate_limit_deadline_s=rate_limit_deadline_s,
             spill=spill,
         )
@@ -166,6 +171,8 @@ class JobSpec:
             not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or not 0 <= self.max_retries <= 100
         ):
             raise JobValidationError("max_retries", "must be an integer from 0 to 100")
+        if self.lane not in LANES:
+            raise JobValidationError("lane", f"{self.lane!r} is not a lane (use {' or '.join(LANES)})")
         if self.rate_limit_deadline_s is not None and (
             isinstance(self.rate_limit_deadline_s, bool) or not isinstance(self.rate_limit_deadline_s, (int, float))
             or not 0 < self.rate_limit_deadline_s <= 30 * 24 * 3600
@@ -195,6 +202,7 @@ class JobSpec:
             "metadata": self.metadata,
             "max_retries": self.max_retries,
             "created_at": self.created_at,
+            "lane": self.lane,
             # Only when set: most jobs carry neither, and the record stays as it was.
             **({"rate_limit_deadline_s": self.rate_limit_deadline_s} if self.rate_limit_deadline_s is not None else {}),
             **({"spill": True} if self.spill else {}),
@@ -221,11 +229,19 @@ class JobSpec:
             metadata=data.get("metadata") or {},
             max_retries=data.get("max_retries"),
             created_at=float(data.get("created_at") or time.time()),
+            lane=data.get("lane") or "interactive",
             rate_limit_deadline_s=data.get("rate_limit_deadline_s"),
             spill=data.get("spill", False),
         )
         spec.validate()
         return spec
+
+
+def _lane(value: Any, field_name: str) -> str:
+    try:
+        return parse_lane(value, field_name)
+    except LaneError as exc:
+        raise JobValidationError(field_name, str(exc).split(": ", 1)[1]) from None
 
 
 def _parse_targets(targets: Any) -> List[Target]:

@@ -25,6 +25,7 @@ import time
 from typing import Any, Set
 
 from .keys import TASK_NAME
+from .lanes import route
 from .recovery import FetchRecovery
 from .reliable_fetch import fetchers_key, processing_key
 
@@ -110,8 +111,8 @@ class LeaseKeeper:
                 TASK_NAME,
                 args=(job["id"], spec),
                 kwargs={"target_index": index, "attempt": job["attempt"], "token": job["token"]},
-                queue=self.runtime.keys.queue(provider),
                 task_id=job["id"],
+                **route(self.runtime.keys, spec, index),  # its queue, in its own lane
             )
             store.release(job["id"], job["token"])
         return len(claimed)

@@ -38,6 +38,7 @@ from . import test_hooks
 from .capacity import CapacityGate
 from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
+from .lanes import route
 from .limits import scope_key
 from .redis_wait import is_transient, wait_for_redis
 from .runtime import Runtime, get_runtime
@@ -382,8 +383,8 @@ class JobRun:
             TASK_NAME,
             args=(self.job_id, self.spec),
             kwargs={"target_index": next_index, "attempt": 1, "token": token},
-            queue=self.rt.keys.queue(next_provider),
             task_id=self.job_id,
+            **route(self.rt.keys, self.spec, next_index),  # same lane on the next queue
         )
         self.rt.store.release(self.job_id, token)
         self.rt.observer.failed_over(self.provider_name, next_provider)

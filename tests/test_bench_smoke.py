@@ -44,6 +44,28 @@ def test_bench_overhead_quick_writes_positive_figures(tmp_path):
         assert case[key] > 0, key
 
 
+def test_bench_ratelimit_quick_reports_each_run(tmp_path):
+    """Case 9 against the rate-limited fake, tiny: the rows and the per-run figures are there."""
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "ratelimit", "--jobs", "12", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["cases_run"] == ["ratelimit"]
+    measures = [r["measure"].split(",")[0] for r in doc["rows"]]
+    assert measures == ["goodput", "failed jobs", "429s"] * 2
+    assert all(r["case"] == "9 ratelimit" and isinstance(r["met"], bool) for r in doc["rows"])
+    runs = {k: v for k, v in doc["cases"]["ratelimit"].items() if "/" in k}
+    assert set(runs) == {"second/threads-200", "minute/threads-32"}
+    for figures in runs.values():
+        assert figures["jobs"] == 12 and figures["succeeded"] + figures["failed"] == 12
+        assert figures["requests"] >= figures["succeeded"] and figures["wall_s"] > 0
+        assert figures["goodput"] >= 0 and 0 <= figures["share_429"] <= 1
+
+
 @pytest.mark.parametrize("merge", [False, True])
 def test_the_minimal_relay_relays_every_piece_as_promptq_events(redis_server, redis_client, merge):
     """bench.relay, the streaming case's yardstick, really does the work it is

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from promptq.tasks.job import KNOWN_PROVIDERS
 from promptq.tasks.keys import Keys
+from promptq.tasks.lanes import LANES, queue_lists
 from promptq.tasks.observer import Observer
 from promptq.tasks.settings import Settings
 
@@ -111,10 +112,12 @@ class RedisStateCollector:
                 cap["paused"].add_metric([name], c["paused_s"])
             pipe = self._redis.pipeline(transaction=False)
             queues = [self.keys.queue(p) for p in KNOWN_PROVIDERS]
+            for queue in queues:  # every lane's list (tasks.lanes): a batch backlog counts too
+                for key in queue_lists(queue).values():
+                    pipe.llen(key)
+            lengths = iter(pipe.execute())
             for queue in queues:
-                pipe.llen(queue)
-            for queue, length in zip(queues, pipe.execute()):
-                depth.add_metric([queue], length)
+                depth.add_metric([queue], sum(next(lengths) for _ in LANES))
         except Exception as exc:  # a scrape must not crash on a Redis blip
             from promptq.tasks.redis_wait import is_transient
 

@@ -22,12 +22,13 @@ from .llamacpp_server import FakeLlamaServer
 from .ollama_server import FakeOllama
 from .openai_server import FakeOpenAI
 from .openrouter_server import FakeOpenRouter
+from .ratelimited_server import RateLimitedOpenAI
 
 LLAMA_CLI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_cli.py")  # the fake llama-cli
 
 __all__ = [
     "FAULT_NAMES", "HTTP_ERROR_FAULTS", "LLAMA_CLI",
     "Directives", "Exchange", "Fault", "FakeAnthropic", "FakeLlamaServer", "FakeOllama",
-    "FakeOpenAI", "FakeOpenRouter", "FakeServer", "RecordedRequest", "Reply", "ReplyPlan",
+    "FakeOpenAI", "FakeOpenRouter", "FakeServer", "RateLimitedOpenAI", "RecordedRequest", "Reply", "ReplyPlan",
     "parse_directives", "parse_fault", "plan_reply",
 ]

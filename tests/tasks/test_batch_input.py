@@ -15,6 +15,10 @@ from promptq.tasks.batch import BatchBusyError, BatchInputError, batch_status, j
 from promptq.tasks.batch_input import BatchLine, InvalidLine, iter_batch
 from promptq.tasks.batch_submit import BulkSubmitter, MessageBuilder
 from promptq.tasks.job import JobValidationError
+from promptq.tasks.lanes import list_key
+
+#: Where a batch's messages wait: the batch lane's list of each queue.
+MOCK_BATCH = list_key("promptq.mock", "batch")
 
 OPENAI_LINE = {
     "custom_id": "o1", "method": "POST", "url": "/v1/chat/completions",
@@ -145,7 +149,7 @@ def test_skip_invalid_enqueues_the_good_lines_in_order(client, redis_client, key
     assert (status["total"], status["queued"], status["invalid"], status["submit_state"]) == (3, 3, 1, "complete")
     # Every record left inflight once its message was sent.
     assert redis_client.zcard(keys.inflight) == 0
-    ollama, claude = queue_messages("promptq.ollama"), queue_messages("promptq.claude")
+    ollama, claude = queue_messages(list_key("promptq.ollama", "batch")), queue_messages(list_key("promptq.claude", "batch"))
     assert [m["args"][0] for m in ollama] == ids[:1] and [m["args"][0] for m in claude] == ids[1:]
     for message in ollama + claude:
         job_id, spec = message["args"]
@@ -173,7 +177,7 @@ def test_resumed_submission_sends_only_what_is_missing(client, redis_client, key
     third = submit_batch(client, lines, targets=["mock:m"], batch_id="b-resume")
     assert (first.submitted, second.submitted, second.skipped_existing) == (4, 6, 4)
     assert (third.submitted, third.skipped_existing) == (0, 10)
-    assert redis_client.llen("promptq.mock") == 10
+    assert redis_client.llen(MOCK_BATCH) == 10
     listed = [i.decode() for i in redis_client.lrange(keys.batch_jobs("b-resume"), 0, -1)]
     assert listed == [job_id_for("b-resume", f"r{i}") for i in range(10)]
     status = batch_status(client, "b-resume")
@@ -200,16 +204,20 @@ def test_submission_is_pipelined_not_a_round_trip_per_line(client, redis_client,
                         lambda self, *a, **kw: (sent.append(1), real(self, *a, **kw))[1])
     lines = jsonl(*({"custom_id": f"r{i}", "prompt": f"line {i}"} for i in range(3000)))
     sub = submit_batch(client, lines, targets=["mock:m"], batch_id="b-fast")
-    assert sub.submitted == 3000 and redis_client.llen("promptq.mock") == 3000
+    assert sub.submitted == 3000 and redis_client.llen(MOCK_BATCH) == 3000
     # Three chunks of 1000, a handful of round trips each (scripts loaded on first use).
     assert 0 < len(sent) < 40, len(sent)
 
 
-def test_built_message_matches_what_send_task_writes(client, redis_client):
-    spec = {"id": "j-same", "targets": ["mock:m"], "prompt": "p", "messages": None, "batch_id": "b"}
+@pytest.mark.parametrize("lane", ["interactive", "batch"])
+def test_built_message_matches_what_send_task_writes(client, redis_client, lane):
+    spec = {"id": "j-same", "targets": ["mock:m"], "prompt": "p", "messages": None, "batch_id": "b", "lane": lane}
     client.send("j-same", spec, target_index=0, attempt=1, token="tok")
-    redis_client.lpush("promptq.mock", MessageBuilder(client.app).envelope("j-same", spec, "tok", "promptq.mock"))
-    built, sent = (json.loads(raw) for raw in redis_client.lrange("promptq.mock", 0, -1))
+    # kombu put send_task's message in the lane's own list; the bulk path must name the same key.
+    key = list_key("promptq.mock", lane)
+    assert redis_client.llen(key) == 1 and redis_client.keys("promptq.mock*") == [key.encode()]
+    redis_client.lpush(key, MessageBuilder(client.app).envelope("j-same", spec, "tok", "promptq.mock"))
+    built, sent = (json.loads(raw) for raw in redis_client.lrange(key, 0, -1))
     assert base64.b64decode(built.pop("body")) == base64.b64decode(sent.pop("body"))
     assert built["properties"].pop("delivery_tag") != sent["properties"].pop("delivery_tag")
     # Display-only strings: ours is a plain repr, Celery's a depth-limited one.
@@ -240,4 +248,4 @@ def test_cli_reports_every_bad_line_as_file_line_reason_and_enqueues_nothing(tmp
     assert out.exit_code == 0, out.stderr
     assert out.stdout == "b-cli\n"  # the id alone on stdout
     assert "--batch-id b-cli" in out.stderr  # how to resume
-    assert redis_client.llen("promptq.mock") == 1 and redis_client.llen("promptq.ollama") == 1
+    assert redis_client.llen(MOCK_BATCH) == 1 and redis_client.llen(list_key("promptq.ollama", "batch")) == 1

@@ -65,3 +65,17 @@ def test_metrics_count_requests_errors_retries_and_queue_depth(redis_server, cli
     assert sample(text, "promptq_capacity_limit_rpm", endpoint="openai:gpt-4o-mini", source="learned") == 500
     assert sample(text, "promptq_capacity_waiting_jobs", endpoint="openai:gpt-4o-mini") == 0
     assert sample(text, "promptq_capacity_rate_limited_total", endpoint="openai:gpt-4o-mini") == 0
+
+
+def test_queue_depth_counts_both_lanes(redis_server, client):
+    from promptq.workers.metrics import RedisStateCollector
+
+    client.redis.flushall()
+    client.submit("now", to=["ollama:llama3.2"])
+    client.submit("later", to=["ollama:llama3.2"], priority="batch")
+    client.submit("later too", to=["ollama:llama3.2"], priority="batch")
+    collector = RedisStateCollector(client.settings)
+    depth = {s.labels["queue"]: s.value for family in collector.collect() if family.name == "promptq_queue_depth"
+             for s in family.samples}
+    client.redis.flushall()
+    assert depth["promptq.ollama"] == 3 and depth["promptq.openai"] == 0

@@ -49,6 +49,8 @@ def batch() -> None:
 @click.option("--batch-id", help="Use this id; give an earlier one to resume an interrupted submission.")
 @click.option("--skip-invalid", is_flag=True, help="Submit the valid lines even if some are bad (they are still listed).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--priority", type=click.Choice(["batch", "interactive"], case_sensitive=False), default="batch",
+              show_default=True, help="Lane of every job: workers take interactive jobs first.")
 @click.option("--spill", is_flag=True,
               help="A line whose target has had no capacity for a while moves to its next target (not a failure).")
 @click.option("--rate-limit-deadline", "rate_limit_deadline_s", type=float, metavar="SECONDS",
@@ -56,7 +58,8 @@ def batch() -> None:
 @pass_state
 @redis_errors
 def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: Optional[str], batch_id: Optional[str],
-           skip_invalid: bool, quiet: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None) -> None:
+           skip_invalid: bool, quiet: bool, priority: str = "batch", spill: bool = False,
+           rate_limit_deadline_s: Optional[float] = None) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
     from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
     from promptq.tasks.job import JobValidationError
@@ -73,7 +76,9 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
     def validated(bid: str, lines: int) -> None:
         nonlocal task_id
         _echo(f"batch {bid}: submitting {lines} line(s) from {name}")
-        _echo(f"  if interrupted, resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s)}")
+        resume = _resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s,
+                                 priority)
+        _echo(f"  if interrupted, resume with: {resume}")
         if progress is not None:
             progress.start()
             task_id = progress.add_task("submitting", total=lines)
@@ -87,6 +92,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         submission = submit_batch(
             state.client, source, targets=list(targets), batch_id=batch_id, skip_invalid=skip_invalid,
             default_provider=default_provider, source=name, on_progress=advanced, on_validated=validated,
+            priority=priority,
             spill=spill, rate_limit_deadline_s=rate_limit_deadline_s,
         )
     except BatchInputError as exc:
@@ -100,7 +106,9 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
         fail(str(exc), EXIT_JOB_FAILED)
     except KeyboardInterrupt:
         bid = batch_id or "<the id printed above>"
-        fail(f"interrupted; resume with: {_resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s)}", 130)
+        resume = _resume_command(file, targets, default_provider, bid, skip_invalid, spill, rate_limit_deadline_s,
+                                 priority)
+        fail(f"interrupted; resume with: {resume}", 130)
     finally:
         if progress is not None:
             progress.stop()
@@ -281,12 +289,15 @@ def _summary(info: Dict[str, Any]) -> str:
 
 
 def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, batch_id: str,
-                    skip_invalid: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None) -> str:
+                    skip_invalid: bool, spill: bool = False, rate_limit_deadline_s: Optional[float] = None,
+                    priority: str = "batch") -> str:
     args = ["promptq", "batch", "submit", file, *[a for t in targets for a in ("--to", t)]]
     if default_provider:
         args += ["--default-provider", default_provider]
     if skip_invalid:
         args.append("--skip-invalid")
+    if priority.lower() != "batch":
+        args += ["--priority", priority.lower()]
     # The lines still to send must get the same capacity options as the ones sent.
     if spill:
         args.append("--spill")

@@ -49,11 +49,13 @@ def _parse_json(value: Optional[str], what: str) -> Any:
 @click.option("--metadata", help="JSON object kept with the job.")
 @click.option("--max-retries", type=int, help="Retries per target before failover.")
 @click.option("--id", "job_id", help="Job id to use (submitting an existing id does nothing).")
+@click.option("--priority", type=click.Choice(["interactive", "batch"], case_sensitive=False), default="interactive",
+              show_default=True, help="Lane: workers take interactive jobs before batch ones.")
 @pass_state
 @redis_errors
 def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system_prompt: Optional[str],
            messages: Optional[str], params: Tuple[str, ...], stream: bool, custom_id: Optional[str],
-           metadata: Optional[str], max_retries: Optional[int], job_id: Optional[str]) -> None:
+           metadata: Optional[str], max_retries: Optional[int], job_id: Optional[str], priority: str) -> None:
     """Enqueue a job; print its id. PROMPT '-' reads the prompt from stdin."""
     from promptq.tasks.job import JobValidationError
     from promptq.tasks.json_check import JSONValueError, loads_strict
@@ -76,6 +78,7 @@ def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system
             prompt, to=list(targets), messages=_parse_json(messages, "--messages"), system_prompt=system_prompt,
             parameters=parameters, stream=stream, custom_id=custom_id,
             metadata=_parse_json(metadata, "--metadata"), max_retries=max_retries, job_id=job_id,
+            priority=priority.lower(),
         )
     except JobValidationError as exc:
         fail(f"job refused: {exc}", EXIT_USAGE)
