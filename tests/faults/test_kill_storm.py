@@ -48,7 +48,9 @@ def openai():
 
 def windows_held(r, client, dead_pid: int, dead_name: str, openai) -> Set[str]:
     hit: Set[str] = set()
-    if r.llen("promptq.openai"):
+    from promptq.tasks.lanes import queue_lists
+
+    if any(r.llen(key) for key in queue_lists("promptq.openai").values()):  # every lane's list
         hit.add("before_fetch")
     seen_prompts = set(calls_per_prompt(openai))
     for key in r.keys(f"promptq:processing:*:{dead_pid}:*"):
