@@ -120,7 +120,13 @@ class Client:
         (default: the workers' setting, 24 h); `spill=True`: when its target
         has had no capacity for a while, move to the next target.
         `priority` is the lane: "interactive" (default) or "batch", which
-        workers take only when no interactive job of their queues waits."""
+        workers take only when no interactive job of their queues waits.
+
+        `batch_id` is refused: a job joins a batch only through the batch
+        API (`submit_batch`, `promptq batch submit`), or anyone could move a
+        batch's counters or call a phantom batch into being.
+        """
+        _refuse_batch_id(batch_id)
         spec = JobSpec.create(
             targets=to, prompt=prompt, messages=messages, system_prompt=system_prompt,
             parameters=parameters, stream=stream, custom_id=custom_id, batch_id=batch_id,
@@ -131,7 +137,8 @@ class Client:
         return self.submit_spec(spec)
 
     def submit_spec(self, spec: JobSpec) -> JobHandle:
-        """Enqueue an already validated job. Submitting the same id twice runs it once."""
+        """Enqueue an already validated job (not part of a batch). Submitting the same id twice runs it once."""
+        _refuse_batch_id(spec.batch_id)
         data = spec.to_dict()
         token = new_token()
         # The record (with the token) exists before the message does, so a
@@ -268,6 +275,13 @@ class Client:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _refuse_batch_id(batch_id: Optional[str]) -> None:
+    if batch_id is not None:
+        raise JobValidationError(
+            "batch_id", "a job joins a batch only through the batch API (submit_batch / `promptq batch submit`)"
+        )
 
 
 def _terminal_from_record(record: JobRecord) -> Dict[str, Any]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .json_check import JSONValueError, check_json
 from .keys import Keys
 
 
@@ -289,10 +290,15 @@ class JobStore:
         """
         batch_key, has_batch = self._batch_key(spec.get("batch_id"))
         now = time.time()
+        try:
+            check_json(spec, "job")
+            encoded = json.dumps(spec, allow_nan=False)
+        except (ValueError, TypeError) as exc:
+            raise JSONValueError("job", f"cannot be stored: {exc}") from None
         return bool(
             self._create(
                 keys=[self.keys.job(spec["id"]), batch_key, self.keys.inflight],
-                args=[now, token, json.dumps(spec), target_index, has_batch, now + send_deadline_s, spec["id"]],
+                args=[now, token, encoded, target_index, has_batch, now + send_deadline_s, spec["id"]],
                 client=client,
             )
         )
