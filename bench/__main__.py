@@ -19,9 +19,11 @@ OpenAI's rate limits: ratelimit (9: 1,200 jobs at 600 rpm, both burst models,
 goodput), backlog (10: 100,000 queued jobs at 60 rpm, memory over time),
 spill (11: two targets at 600 + 300 rpm), interactive (12: time to start an
 interactive job behind a 20,000-line batch), cancel (13: cancel -> cancelled
-latency of running jobs, streamed and not), gateway (14: what `promptq serve` adds
-over the queue path: latency, time to first token, requests/s). The default run (no --only)
-includes them: about 20 more minutes; --quick about 10.
+latency of running jobs, streamed and not), heartbeat_cost (14: Redis
+commands/s of dead-worker detection and reliable fetch at 50 workers), gateway
+(15: what `promptq serve` adds over the queue path: latency, time to first
+token, requests/s). The default run (no --only) includes them: about 20 more
+minutes; --quick about 10.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 CASES = ["overhead", "concurrency", "streaming", "batch", "memory", "peer", "batch_e2e", "redis_cost",
-         "ratelimit", "backlog", "spill", "interactive", "cancel", "gateway"]
+         "ratelimit", "backlog", "spill", "interactive", "cancel", "heartbeat_cost", "gateway"]
 
 
 @dataclass

@@ -216,17 +216,17 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
                "litellm": "installed but not compared (no proxy config here)" if importlib.util.find_spec("litellm")
                else "not installed: not compared"}
     rows = [
-        row("14 gateway", "non-streamed p50 latency via serve", p["front"]["p50"], "ms", baseline=p["queue"]["p50"],
+        row("15 gateway", "non-streamed p50 latency via serve", p["front"]["p50"], "ms", baseline=p["queue"]["p50"],
             baseline_is="Client.submit+result, same worker", target=f"added <= {ADDED_P50_TARGET_MS:g} ms",
             met=added_p50 <= ADDED_P50_TARGET_MS, note=f"added {added_p50:.2f} ms; {n} sequential requests"),
-        row("14 gateway", "non-streamed p99 latency via serve", p["front"]["p99"], "ms", baseline=p["queue"]["p99"],
+        row("15 gateway", "non-streamed p99 latency via serve", p["front"]["p99"], "ms", baseline=p["queue"]["p99"],
             baseline_is="Client.submit+result, same worker", note=f"added {added_p99:.2f} ms"),
-        row("14 gateway", "time to first token via serve (p50)", p["ttft_front"]["p50"], "ms",
+        row("15 gateway", "time to first token via serve (p50)", p["ttft_front"]["p50"], "ms",
             baseline=p["ttft_provider"]["p50"], baseline_is="mock provider's own first chunk",
             target=f"<= {TTFT_TARGET_MS:g} ms over the provider's", met=ttft_over_provider <= TTFT_TARGET_MS,
             note=f"{ttft_over_provider:.2f} ms over the provider; {ttft_over_queue:.2f} ms over Client.stream "
                  f"({p['ttft_queue']['p50']:.2f} ms)"),
-        row("14 gateway", f"requests/s, one serve process, {CONC} at once", front_rps, "req/s", baseline=queue_rps,
+        row("15 gateway", f"requests/s, one serve process, {CONC} at once", front_rps, "req/s", baseline=queue_rps,
             baseline_is=f"AsyncClient submit+result, {CONC} at once",
             note=f"{n_rps} requests; mock provider; serve CPU {serve_cpu_ms:.2f} ms per request; the driver's "
                  f"HTTP client shares the machine's cores"),

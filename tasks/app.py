@@ -9,7 +9,9 @@ pool (kombu's Redis transport defaults to 10, which stalls a big pool).
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.signals import worker_ready
@@ -21,6 +23,28 @@ from .run import register_tasks
 from .settings import Settings
 
 
+#: URL schemes served by kombu's plain Redis transport, which reliable fetch extends.
+RELIABLE_FETCH_SCHEMES = ("redis", "rediss", "redis+socket", "unix", "socket")
+
+
+def broker_options(redis_url: str) -> dict:
+    """Reliable fetch (tasks.reliable_fetch) for plain Redis URLs.
+
+    Naming the transport class replaces the one kombu would pick from the URL
+    scheme, so what the scheme implied must be kept: `rediss://` means TLS
+    (verified, unless the URL's `ssl_cert_reqs` says otherwise; kombu alone
+    would fall back to an unverified connection). `sentinel://` keeps kombu's
+    Sentinel transport, without reliable fetch.
+    """
+    parts = urlsplit(redis_url)
+    if parts.scheme not in RELIABLE_FETCH_SCHEMES:
+        return {}
+    options: dict = {"broker_transport": "promptq.tasks.reliable_fetch:Transport"}
+    if parts.scheme == "rediss" and "ssl_cert_reqs" not in parts.query:
+        options["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
+
+
 def create_app(
     settings: Settings,
     *,
@@ -30,11 +54,9 @@ def create_app(
     keys = Keys(settings.key_prefix)
     max_connections = settings.effective_broker_max_connections
     app = Celery(main, broker=settings.redis_url, set_as_current=False)
-    if settings.redis_url.startswith("redis://"):
-        # kombu's Redis transport with one client per channel (tasks.broker).
-        from .broker import TRANSPORT
-
-        app.conf.broker_transport = TRANSPORT
+    # Reliable fetch (tasks.reliable_fetch, built on tasks.broker's channel
+    # that keeps one Redis client) for plain Redis URLs.
+    app.conf.update(broker_options(settings.redis_url))
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -50,14 +72,24 @@ def create_app(
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On a broker connection loss, running jobs go on: their results go
+        # to the job records, and their messages (which the lost channel can
+        # no longer ack) are settled from the processing list. Cancelling
+        # them would only pay for the same calls twice.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
+        # A worker waits out a Redis outage of any length (Celery's default
+        # gives up, and exits, after 100 tries).
+        broker_connection_max_retries=None,
         broker_pool_limit=max_connections,
+        # Messages Celery cannot take in go to the poison list (tasks.poison).
+        worker_consumer="promptq.tasks.poison_consumer:PoisonConsumer",
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "max_connections": max_connections,
             "socket_keepalive": True,
             "health_check_interval": 25,
+            "promptq_key_prefix": settings.key_prefix,
             # One Redis list per lane; BRPOP asks every interactive list
             # before any batch one (tasks.lanes). Producers and workers
             # must agree on the steps, so they are set here, for both.

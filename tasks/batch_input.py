@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .job import JobSpec, JobValidationError, Target
+from .json_check import JSONValueError, loads_strict
 
 OPENAI_URL = "/v1/chat/completions"
 _OPENAI_KEYS = {"custom_id", "method", "url", "body"}
@@ -132,7 +133,11 @@ def _parse_line(
     if not raw.strip():
         return None, None
     try:
-        obj = json.loads(raw)
+        obj = loads_strict(raw, "line")
+    except JSONValueError as exc:
+        reason = str(exc)[len(exc.path) + 2:]
+        where = exc.path[len("line"):].lstrip(".")
+        return None, InvalidLine(line_no, f"invalid JSON{f' at {where}' if where else ''}: {reason}")
     except ValueError as exc:
         return None, InvalidLine(line_no, f"invalid JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})")
     if not isinstance(obj, dict):

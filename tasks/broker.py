@@ -9,8 +9,8 @@ gevent. A `redis.Redis` is safe to share across threads and greenlets (each
 command borrows a connection from the channel's pool, as before), so this
 channel builds it once. Everything else is kombu's.
 
-Used for `redis://` broker URLs (tasks.app sets `broker_transport`); any
-other scheme keeps kombu's own transport.
+Reliable fetch (tasks.reliable_fetch) builds on this channel; tasks.app
+names that transport for plain Redis URLs.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any, Dict
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
 from .limiter import Admission, estimate_tokens
+from .redis_wait import is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ class CapacityGate:
             try:
                 admission = self.rt.limiter.acquire(self.provider, self.model, lane=self.lane, tokens=self.tokens,
                                                     reserved=reserved, job_key=self.job_key)
-            except Exception:  # a limiter outage must not stop the queue: fail open
-                logger.warning("limiter unavailable; calling %s:%s unpaced", self.provider, self.model, exc_info=True)
+            except Exception as exc:  # a limiter outage must not stop the queue: fail open
+                # Redis away or full: one line, not a traceback (tasks.redis_wait).
+                logger.warning("limiter unavailable (%s: %s); calling %s:%s unpaced", type(exc).__name__,
+                               str(exc)[:200], self.provider, self.model, exc_info=not is_transient(exc))
                 return Admission(granted=True)
             if admission.granted:
                 return admission

@@ -142,7 +142,16 @@ class ClientCore:
         return JobSpec.create(max_prompt_chars=self.settings.max_prompt_chars, **fields)
 
     def submit(self, spec: JobSpec) -> Protocol:
-        """Returns True if the job was created, False if one with this id existed (nothing sent)."""
+        """Returns True if the job was created, False if one with this id existed (nothing sent).
+
+        A spec naming a `batch_id` is refused: a job joins a batch only
+        through the batch API (`submit_batch`, `promptq batch submit`), or
+        anyone could move a batch's counters or call a phantom batch into being.
+        """
+        if spec.batch_id is not None:
+            raise JobValidationError(
+                "batch_id", "a job joins a batch only through the batch API (submit_batch / `promptq batch submit`)"
+            )
         data = spec.to_dict()
         token = new_token()
         # The record (with the token) exists before the message does, so a

@@ -31,6 +31,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .lanes import lane_of, list_key
+from .redis_wait import is_transient
 from .store import new_token
 
 logger = logging.getLogger(__name__)
@@ -215,8 +216,10 @@ class Mover:
             try:
                 while self.deferrer.move_due() >= MOVE_BATCH:
                     pass  # a full round: more are due, go again at once
-            except Exception:  # the mover must outlive a Redis blip
-                logger.warning("deferred-job mover failed; will try again", exc_info=True)
+            except Exception as exc:  # the mover must outlive a Redis blip
+                # Redis away or full: one line per try, not a traceback (tasks.redis_wait).
+                logger.warning("deferred-job mover failed (%s: %s); will try again", type(exc).__name__,
+                               str(exc)[:200], exc_info=not is_transient(exc))
 
 
 __all__ = ["Deferrer", "Mover", "deferred_key"]

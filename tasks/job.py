@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from promptq.providers.error_handling import ProviderError
 from promptq.providers.params import validate as validate_parameters
 
+from .json_check import JSONValueError, check_json
 from .lanes import LANES, LaneError, parse_lane
 
 #: Providers a worker can be built for. A job naming anything else would sit
@@ -132,6 +133,14 @@ class JobSpec:
 
     def validate(self, *, max_prompt_chars: int = 1_000_000) -> None:
         """Raise `JobValidationError` naming the first field that is wrong."""
+        # First, before anything below walks the values recursively: plain,
+        # finite, UTF-8-clean JSON of sane depth (tasks.json_check).
+        for name in ("id", "prompt", "messages", "system_prompt", "parameters", "custom_id", "batch_id", "metadata"):
+            try:
+                check_json(getattr(self, name), name)
+            except JSONValueError as exc:
+                reason = str(exc)[len(exc.path) + 2:]
+                raise JobValidationError(name, reason if exc.path == name else f"{reason} (at {exc.path})") from None
         if not isinstance(self.id, str) or not self.id or len(self.id) > 200 or any(c.isspace() for c in self.id):
             raise JobValidationError("id", "must be a non-empty string without spaces, at most 200 chars")
         if not self.targets:

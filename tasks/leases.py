@@ -9,6 +9,12 @@ token (so the orphaned message, if Redis ever restores it, is dropped as
 stale). A job waiting for a retry or for capacity is not here at all: it
 waits in Redis's deferred set (tasks.deferral) and leaves `inflight` in the
 same step, so neither the reaper nor a late heartbeat ever touches it.
+Messages a dead process had fetched but not started are found through its
+processing list (tasks.recovery).
+
+A keeper reaps only after it has itself been beating for a full
+`lease_ttl_s`: after a Redis outage every deadline has passed, and the jobs
+of live workers must get a beat in before anyone calls them dead.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import Any, Set
 
 from .keys import TASK_NAME
 from .lanes import route
+from .recovery import FetchRecovery
+from .reliable_fetch import fetchers_key, processing_key
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,9 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="promptq-leases", daemon=True)
+        self._beating_since: float = 0.0
+        self._failures = 0
+        self.fetch_recovery = FetchRecovery(runtime)
 
     def start(self) -> "LeaseKeeper":
         self.runtime.leases = self
@@ -59,19 +70,34 @@ class LeaseKeeper:
         while not self._stop.wait(self.settings.heartbeat_s):
             try:
                 self.beat()
-                self.reap()
-            except Exception:  # the keeper must outlive a Redis blip
-                logger.warning("lease heartbeat failed; will try again", exc_info=True)
+                if time.monotonic() - self._beating_since >= self.settings.lease_ttl_s:
+                    self.reap()
+                self._failures = 0
+            except Exception as exc:  # the keeper must outlive a Redis blip
+                self._beating_since = 0.0
+                self._failures += 1
+                # One line per failed beat, not a traceback each time.
+                logger.warning("lease heartbeat failed (%s: %s); retry %d in %.1fs",
+                               type(exc).__name__, exc, self._failures, self.settings.heartbeat_s)
 
     def beat(self) -> None:
         store = self.runtime.store
-        store.refresh(self.running(), time.time() + self.settings.lease_ttl_s)
-        store.redis.hset(self.runtime.keys.workers, self.runtime.worker_name, time.time())
+        now = time.time()
+        store.refresh(self.running(), now + self.settings.lease_ttl_s)
+        pipe = store.redis.pipeline(transaction=False)
+        pipe.hset(self.runtime.keys.workers, self.runtime.worker_name, now)
+        pipe.hset(fetchers_key(self.runtime.keys.prefix), processing_key(self.runtime.keys.prefix), now)
+        pipe.execute()
+        if not self._beating_since:
+            self._beating_since = time.monotonic()
 
     def reap(self) -> int:
         """Re-publish every job whose worker stopped checking in. Returns how many."""
         store = self.runtime.store
         claimed = store.reap(limit=100, redeadline_s=self.settings.lease_ttl_s)
+        own = processing_key(self.runtime.keys.prefix)
+        claimed += self.fetch_recovery.recover(time.time(), self.settings.lease_ttl_s, own=own)
+        claimed += self.fetch_recovery.recover_own(own, self.settings.lease_ttl_s)
         for job in claimed:
             spec = job["spec"]
             targets = spec.get("targets") or []

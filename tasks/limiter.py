@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .limits import Limit, scope_key, scopes_for
+from .redis_wait import is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -273,8 +274,9 @@ class Limiter:
             return
         try:
             self._settle(keys=keys, args=args)
-        except Exception:  # a lease left behind expires on its own
-            logger.warning("limiter: could not settle %s", endpoint, exc_info=True)
+        except Exception as exc:  # a lease left behind expires on its own
+            logger.warning("limiter: could not settle %s (%s: %s)", endpoint, type(exc).__name__, str(exc)[:200],
+                           exc_info=not is_transient(exc))
 
     def snapshot(self, provider: str, model: str) -> Dict[str, Any]:
         """How full each budget of an endpoint is now, for `health` and metrics."""

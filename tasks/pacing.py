@@ -32,6 +32,8 @@ from typing import Any, Dict, Optional
 
 from promptq.providers.rate_limit_info import RateLimitInfo, parse_rate_limit_info
 
+from .redis_wait import is_transient
+
 logger = logging.getLogger(__name__)
 
 INCREASE = 0.02
@@ -134,8 +136,9 @@ class Pacer:
             return 0.0
         try:
             return float(self._observe(keys=[self.pace_key(endpoint)], args=args))
-        except Exception:  # pacing is an optimisation: never fail a job for it
-            logger.warning("pacing: could not record an answer from %s", endpoint, exc_info=True)
+        except Exception as exc:  # pacing is an optimisation: never fail a job for it
+            logger.warning("pacing: could not record an answer from %s (%s: %s)", endpoint, type(exc).__name__,
+                           str(exc)[:200], exc_info=not is_transient(exc))
             return 0.0
 
     def snapshot(self, endpoint: str) -> Dict[str, Any]:

@@ -24,21 +24,23 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import redis
 from celery import Celery
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 
 from promptq.providers.backoff import retry_delay_s
 from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
+from . import test_hooks
 from .capacity import CapacityGate
 from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .lanes import route
 from .limits import scope_key
+from .redis_wait import is_transient, wait_for_redis
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token, start_verdict
 
@@ -126,14 +128,7 @@ class JobRun:
             return self._run()
 
     def _run(self) -> Dict[str, Any]:
-        # One round trip: claim the job, and ask the endpoint's circuit.
-        pipe = self.rt.redis.pipeline(transaction=False)
-        self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s, self.batch_id,
-                            pipe=pipe)
-        allow = self.rt.health.queue_allow_request(self.endpoint, pipe)
-        started_reply, allow_reply = execute_scripts(self.rt.redis, pipe)
-        verdict = start_verdict(started_reply)
-        allow.reply = allow_reply
+        verdict, allow = self._start()
         if verdict != "run":
             allow.release()  # no call: a half-open probe claimed for it goes back
             # Redelivered after success, superseded by a newer message, or
@@ -177,6 +172,36 @@ class JobRun:
             retryable=False,
         )
 
+    def _start(self) -> Tuple[str, Any]:
+        """The store's verdict on this delivery and the circuit's answer; a failed start never acknowledges.
+
+        Redis down, restarting or full: wait for it (one log line per try),
+        since without it nothing can run anyway. Any other error: the
+        message goes back to the queue (Reject with requeue) rather than
+        being acknowledged as a failure, which would lose a job that never ran.
+        """
+        test_hooks.pause("before_start", self.job_id)
+
+        def claim() -> Tuple[str, Any]:
+            # One round trip: claim the job, and ask the endpoint's circuit.
+            pipe = self.rt.redis.pipeline(transaction=False)
+            self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s,
+                                self.batch_id, pipe=pipe)
+            allow = self.rt.health.queue_allow_request(self.endpoint, pipe)
+            started_reply, allow_reply = execute_scripts(self.rt.redis, pipe)
+            for reply in (started_reply, allow_reply):
+                if isinstance(reply, Exception) and is_transient(reply):
+                    raise reply  # e.g. OOM inside the script: the whole claim again
+            allow.reply = allow_reply
+            # Claiming twice (a retried round trip) is harmless: same token, same verdict.
+            return start_verdict(started_reply), allow
+
+        try:
+            return wait_for_redis(claim, f"job {self.job_id}: start")
+        except Exception as exc:
+            logger.error("job %s: could not start (%s: %s); message requeued", self.job_id, type(exc).__name__, exc)
+            raise Reject(exc, requeue=True) from exc
+
     # --- the call -------------------------------------------------------------
 
     def _call(self) -> ProviderResult:
@@ -216,29 +241,42 @@ class JobRun:
     # --- outcomes ---------------------------------------------------------------
 
     def _succeed(self, result: ProviderResult, elapsed_s: float, admission: Any = None) -> Dict[str, Any]:
-        # One round trip: health, attempt, record and `done` event, in that order.
-        pipe = self.rt.redis.pipeline(transaction=False)
-        self.rt.health.record_success(self.endpoint, result.latency_s or elapsed_s, pipe=pipe)
         usage = result.usage.to_dict()
-        # Budgets settled with the real usage, and the headers taught to pacing,
-        # in the same round trip.
-        if admission is not None:
-            self.rt.limiter.settle(admission, usage.get("total_tokens"), self.endpoint, pipe=pipe)
-        self.rt.pacer.observe(self.endpoint, result.rate_limit_headers, rate_limited=False,
-                              tokens=usage.get("total_tokens") or 0, pipe=pipe)
         self.rt.observer.request_finished(self.provider_name, ok=True, latency_s=elapsed_s, usage=usage)
         payload = result.to_dict()
         payload["target"] = f"{self.provider_name}:{self.model}"
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
-        self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
-        self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id, usage=usage, pipe=pipe)
-        self._emit(
-            "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
-            model=result.model, finish_reason=result.finish_reason,
-        )
-        health, *replies = execute_scripts(self.rt.redis, pipe)
+        test_hooks.pause("before_record", self.job_id)
+        skip = 2 if admission is not None else 1  # settle/pacing replies: they never fail a success
+
+        def write() -> List[Any]:
+            # One round trip: health, attempt, record and `done` event, in that order.
+            pipe = self.rt.redis.pipeline(transaction=False)
+            self.rt.health.record_success(self.endpoint, result.latency_s or elapsed_s, pipe=pipe)
+            # Budgets settled with the real usage, and the headers taught to
+            # pacing, in the same round trip.
+            if admission is not None:
+                self.rt.limiter.settle(admission, usage.get("total_tokens"), self.endpoint, pipe=pipe)
+            self.rt.pacer.observe(self.endpoint, result.rate_limit_headers, rate_limited=False,
+                                  tokens=usage.get("total_tokens") or 0, pipe=pipe)
+            self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
+            self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id,
+                                 usage=usage, pipe=pipe)
+            self._emit(
+                "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
+                model=result.model, finish_reason=result.finish_reason,
+            )
+            replies = execute_scripts(self.rt.redis, pipe)
+            for reply in replies[1 + skip:]:
+                if isinstance(reply, Exception) and is_transient(reply):
+                    raise reply  # e.g. OOM: try the whole write again once memory frees up
+            return replies
+
+        # The answer is paid for: if Redis is away, wait to record it rather
+        # than fail the task and have the job called again.
+        health, *replies = wait_for_redis(write, f"job {self.job_id}: record result")
         self.rt.health.success_recorded(self.endpoint, health)  # logged, never raised
-        for reply in replies[2 if admission is not None else 1:]:  # settle/pacing never fail a success
+        for reply in replies[skip:]:
             if isinstance(reply, Exception):
                 raise reply
         self.rt.observer.job_finished("succeeded")

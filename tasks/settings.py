@@ -55,9 +55,13 @@ class Settings:
     #: stay above retry_cap_s, or a waiting retry would be delivered twice.
     visibility_timeout_s: float = 3600.0
     #: A job whose worker stopped heart-beating for this long is re-queued.
-    lease_ttl_s: float = 30.0
+    #: With the heartbeat below, a dead worker is noticed within
+    #: lease_ttl_s + heartbeat_s = 8 s (bench/heartbeat_cost.py measures the
+    #: Redis cost). A worker stalled longer than this (a Redis or GC pause)
+    #: is presumed dead: its job may then run twice (see README, Guarantees).
+    lease_ttl_s: float = 6.0
     #: How often a worker refreshes its leases and looks for dead ones.
-    heartbeat_s: float = 5.0
+    heartbeat_s: float = 2.0
     #: Grace after a retry's due time before a lost retry is re-queued.
     retry_grace_s: float = 60.0
     #: Finished job records (and their results) expire after this long.

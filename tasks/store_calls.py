@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from .json_check import JSONValueError, check_json
 from .keys import Keys
 
 
@@ -85,10 +86,15 @@ class StoreCalls:
         """Answers 1 if the record was written, 0 if one existed."""
         batch_key, has_batch = self._batch_key(spec.get("batch_id"))
         now = time.time()
+        try:
+            check_json(spec, "job")
+            encoded = json.dumps(spec, allow_nan=False)
+        except (ValueError, TypeError) as exc:
+            raise JSONValueError("job", f"cannot be stored: {exc}") from None
         return ScriptCall(
             _CREATE,
             [self.keys.job(spec["id"]), batch_key, self.keys.inflight],
-            [now, token, json.dumps(spec), target_index, has_batch, now + send_deadline_s, spec["id"]],
+            [now, token, encoded, target_index, has_batch, now + send_deadline_s, spec["id"]],
         )
 
     def cancel(self, job_id: str, batch_id: Optional[str] = None) -> ScriptCall:

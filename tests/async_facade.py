@@ -44,6 +44,10 @@ class BlockingAsyncClient:
         handle = self.call(self.aclient.submit(*args, **kwargs))
         return JobHandle(handle.id, self, created=handle.created)
 
+    def submit_spec(self, spec) -> JobHandle:
+        handle = self.call(self.aclient.submit_spec(spec))
+        return JobHandle(handle.id, self, created=handle.created)
+
     def status(self, job_id):
         return self.call(self.aclient.status(job_id))
 

@@ -66,11 +66,14 @@ class RedisServer:
         password: Optional[str] = None,
         extra_args: Sequence[str] = (),
         startup_timeout_s: float = 10.0,
+        appendonly: bool = False,
     ):
         self.executable = executable or find_redis_server()
         self.password = password
         self.extra_args = list(extra_args)
         self.startup_timeout_s = startup_timeout_s
+        #: Persist every write (AOF, fsync always), so `restart()` keeps the data.
+        self.appendonly = appendonly
         self.host = "127.0.0.1"
         self.port: Optional[int] = None
         self.process: Optional[subprocess.Popen] = None
@@ -94,22 +97,55 @@ class RedisServer:
         # A free port can be taken between our probe and redis binding it; try a few.
         for _ in range(3):
             self.port = free_port()
-            args = [
-                self.executable, "--port", str(self.port), "--bind", self.host,
-                "--save", "", "--appendonly", "no", "--dir", self._tmp.name,
-                "--daemonize", "no", "--loglevel", "warning",
-            ]
-            if self.password:
-                args += ["--requirepass", self.password]
-            log_path = Path(self._tmp.name) / f"redis-{self.port}.log"
-            with open(log_path, "wb") as log:
-                self.process = subprocess.Popen(args + self.extra_args, stdout=log, stderr=subprocess.STDOUT)
-            if self._wait_ready():
+            if self._launch():
                 return self
-            last_error = log_path.read_text(errors="replace")[-2000:]
+            last_error = self._log_path().read_text(errors="replace")[-2000:]
             self._terminate()
         self._cleanup()
         raise RedisServerError(f"redis-server did not start: {last_error}")
+
+    def _log_path(self) -> Path:
+        assert self._tmp is not None
+        return Path(self._tmp.name) / f"redis-{self.port}.log"
+
+    def _launch(self) -> bool:
+        assert self._tmp is not None
+        persist = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        args = [
+            self.executable, "--port", str(self.port), "--bind", self.host,
+            "--save", "", *persist, "--dir", self._tmp.name,
+            "--daemonize", "no", "--loglevel", "warning",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        with open(self._log_path(), "ab") as log:
+            self.process = subprocess.Popen(args + self.extra_args, stdout=log, stderr=subprocess.STDOUT)
+        return self._wait_ready()
+
+    # --- faults (tests/faults): the same server, same port and data directory ---
+
+    def kill(self) -> None:
+        """SIGKILL: what is not yet on disk is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    def shutdown(self) -> None:
+        """SIGTERM: redis-server's own clean shutdown (flushes the AOF)."""
+        self._terminate()
+
+    def start_again(self) -> "RedisServer":
+        """Start on the same port and data directory (after kill or shutdown)."""
+        if self.process is not None and self.process.poll() is None:
+            raise RedisServerError("redis-server is still running")
+        if not self._launch():
+            raise RedisServerError(f"redis-server did not restart: {self._log_path().read_text(errors='replace')[-2000:]}")
+        return self
+
+    def restart(self, *, kill: bool = False) -> "RedisServer":
+        self.kill() if kill else self.shutdown()
+        return self.start_again()
 
     def _wait_ready(self) -> bool:
         client = self.client(socket_connect_timeout=0.5, socket_timeout=0.5)

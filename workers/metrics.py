@@ -118,8 +118,11 @@ class RedisStateCollector:
             lengths = iter(pipe.execute())
             for queue in queues:
                 depth.add_metric([queue], sum(next(lengths) for _ in LANES))
-        except Exception:  # a scrape must not crash on a Redis blip
-            logger.warning("metrics: could not read Redis state", exc_info=True)
+        except Exception as exc:  # a scrape must not crash on a Redis blip
+            from promptq.tasks.redis_wait import is_transient
+
+            logger.warning("metrics: could not read Redis state (%s: %s)", type(exc).__name__, str(exc)[:200],
+                           exc_info=not is_transient(exc))
         yield circuit
         yield depth
         yield from cap.values()

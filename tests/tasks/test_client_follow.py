@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from promptq.tasks.client import JobFailedError, JobIdConflict, JobNotFound, Reset
+from promptq.tasks.client import Client, JobFailedError, JobIdConflict, JobNotFound, Reset
 from promptq.tasks.job import JobValidationError
 from promptq.tasks.keys import TASK_NAME
 from promptq.tasks.store import JobStatus
@@ -94,11 +94,30 @@ def test_submit_sends_a_json_message_to_the_first_targets_queue(client, queue_me
     assert client.status("j1").spec["prompt"] == "hi"
 
 
-def test_submit_counts_batch_jobs(client, redis_client, keys):
-    for i in range(3):
-        client.submit(f"p{i}", to=["mock:m"], batch_id="b1", custom_id=f"c{i}", job_id=f"b1-{i}")
-    assert int(redis_client.hget(keys.batch("b1"), "queued")) == 3
-    assert redis_client.llen("promptq.mock") == 3
+def test_a_job_cannot_claim_a_batch_from_outside(client, settings, redis_client, keys):
+    """Issue 10 item 7: ten single jobs with a real batch's id made it report
+    finished while its own jobs waited; an unknown id made a phantom batch."""
+    from promptq.tasks.batch import submit_batch
+    from promptq.tasks.job import JobSpec, JobValidationError
+
+    batcher = Client(settings)  # the batch API is a blocking one; the client under test is either
+    try:
+        real = submit_batch(batcher, ['{"custom_id": "c0", "prompt": "mine"}'], targets=["mock:m"]).batch_id
+    finally:
+        batcher.close()
+    before = redis_client.hgetall(keys.batch(real))
+    for batch_id in (real, "phantom"):
+        with pytest.raises(JobValidationError, match="batch API"):
+            client.submit("intruder", to=["mock:m"], batch_id=batch_id)
+        spec = JobSpec.create(targets=["mock:m"], prompt="intruder", batch_id=batch_id)
+        with pytest.raises(JobValidationError, match="batch API"):
+            client.submit_spec(spec)
+    assert redis_client.hgetall(keys.batch(real)) == before  # its counters did not move
+    assert not redis_client.exists(keys.batch("phantom"))
+    from promptq.tasks.lanes import queue_lists
+
+    # The batch's own job alone, in whichever lane's list it went.
+    assert sum(redis_client.llen(key) for key in queue_lists("promptq.mock").values()) == 1
 
 
 def test_job_whose_send_crashed_is_not_lost(client, redis_client, keys, monkeypatch):

@@ -276,7 +276,7 @@ def test_parameter_types_are_checked_at_submit_as_for_a_batch_line():
 def test_text_that_was_not_utf8_is_refused():
     # What Python makes of argv bytes that are not UTF-8 (surrogateescape).
     bad = b"caf\xe9".decode("utf-8", "surrogateescape")
-    assert "not UTF-8" in str(refused("prompt", prompt=bad))
+    assert "UTF-8" in str(refused("prompt", prompt=bad))
     refused("system_prompt", system_prompt=bad)
     refused("metadata", metadata={"note": bad})
     refused("messages", prompt=None, messages=[{"role": "user", "content": bad}])

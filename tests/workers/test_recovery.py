@@ -106,3 +106,16 @@ def test_plain_celery_worker_without_a_key_leaves_that_queue_alone(redis_server,
     health = RedisHealthStore(redis_server.client(), "promptq:health").snapshot("openai:gpt-4o-mini")
     assert health.failures == 0 and health.circuit.value == "closed"
     client.cancel(parked.id)
+
+
+def test_control_replies_do_not_linger_in_processing_lists(redis_server, openai, env, client):
+    """Inspect/ping replies are consumed without acks (Flower, the CLI): reliable
+    fetch must not keep them in the caller's processing list, where recovery
+    would later find them and call them poison."""
+    r = redis_server.client()
+    poisoned_before = r.llen("promptq:poison")  # the session's server: earlier tests may have left some
+    with WorkerProcess(redis_server.url, ["openai"], env=env, name="pinged") as worker:
+        for _ in range(3):
+            assert worker.name + "@" in "".join(client.app.control.inspect(timeout=5, limit=1).ping() or {})
+    assert [k for k in r.keys("promptq:processing:*") if r.llen(k)] == []
+    assert r.llen("promptq:poison") == poisoned_before

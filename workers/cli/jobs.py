@@ -14,6 +14,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
+from promptq.tasks.json_check import JSONValueError, loads_strict
+
 from .context import (
     EXIT_CANCELLED,
     EXIT_JOB_FAILED,
@@ -35,7 +37,7 @@ def _parse_json(value: Optional[str], what: str) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(value)
+        return loads_strict(value, what)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=what) from None
 
@@ -78,7 +80,9 @@ def _parse_params(params: Tuple[str, ...]) -> Dict[str, Any]:
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
         try:
-            parameters[key] = json.loads(raw)
+            parameters[key] = loads_strict(raw, f"--param {key}")
+        except JSONValueError as exc:  # JSON, but not JSON promptq can carry (NaN, too deep, ...)
+            raise click.BadParameter(str(exc), param_hint="--param") from None
         except ValueError:
             parameters[key] = raw  # a bare word is a string; the job's validation judges its type
     return parameters

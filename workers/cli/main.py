@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import batch, demo, dlq, jobs, serve, service
+from . import batch, demo, dlq, jobs, poison, serve, service
 from .context import State
 
 
@@ -22,7 +22,7 @@ def cli(ctx: click.Context, redis_url: str, config: str) -> None:
     ctx.obj = State(redis_url, config)
 
 
-for module in (jobs, service, dlq, batch, demo, serve):
+for module in (jobs, service, dlq, poison, batch, demo, serve):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -1,0 +1,59 @@
+"""A failure to start a job never acknowledges its message (issue 10 item 2):
+Redis errors that mean "not now" are waited out, anything else rejects the
+message back to its queue instead of failing (and so acking) the task."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from celery.exceptions import Reject
+
+from promptq.tasks import run as run_module
+from promptq.tasks.app import create_app
+from promptq.tasks.runtime import Runtime
+from promptq.tasks.store import new_token
+
+
+@pytest.fixture
+def job(settings, store):
+    app = create_app(settings)
+    rt = Runtime(settings, app)
+    token = new_token()
+    spec = {"id": "j1", "targets": ["mock:m"], "prompt": "p", "stream": False, "batch_id": None}
+    store.create(spec, token)
+    yield run_module.JobRun(rt, None, "j1", spec, 0, 1, token)
+    rt.close()
+    app.close()
+
+
+def failing(errors, monkeypatch):
+    real = run_module.execute_scripts
+    calls = []
+
+    def execute(client, pipe):
+        calls.append(1)
+        if errors:
+            pipe.reset()
+            raise errors.pop(0)
+        return real(client, pipe)
+
+    monkeypatch.setattr(run_module, "execute_scripts", execute)
+    return calls
+
+
+def test_transient_redis_errors_are_waited_out(job, monkeypatch, caplog):
+    monkeypatch.setattr(run_module.wait_for_redis.__globals__["time"], "sleep", lambda s: None)
+    calls = failing([redis.ConnectionError("down"), redis.exceptions.BusyLoadingError("LOADING"),
+                     redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'")],
+                    monkeypatch)
+    verdict, _allow = job._start()
+    assert verdict == "run" and len(calls) == 4
+    waits = [r for r in caplog.records if "redis unavailable during job j1: start" in r.getMessage()]
+    assert len(waits) == 3 and all(r.exc_info is None for r in waits)  # one line each, no traceback
+
+
+def test_any_other_start_failure_requeues_the_message(job, monkeypatch):
+    failing([redis.exceptions.ResponseError("ERR something unexpected")], monkeypatch)
+    with pytest.raises(Reject) as info:
+        job._start()
+    assert info.value.requeue is True
