@@ -6,9 +6,11 @@
 - `deadline_passed`: a job waits for capacity until its deadline
   (`rate_limit_deadline_s` on the job, else the setting, 24 h by default),
   counted from when it was created; then it fails with `rate_limited`.
-- `should_spill`: an opt-in (`spill=True`) job that would wait, or has
-  waited, `spill_after_s` or more on one target moves to the next one (same
-  job id, counted as `spilled`, not as a failover).
+- `spill_target`: an opt-in (`spill=True`) job that would wait, or has
+  waited, `spill_after_s` or more on one target moves to the later target
+  that can start it soonest, if that is sooner by a margin (same job id,
+  counted as `spilled`, not as a failover). Asked before a ticket is booked,
+  so a job that leaves does not lengthen the line it leaves.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
@@ -24,6 +26,12 @@ from .limiter import Admission, estimate_tokens
 from .redis_wait import is_transient
 
 logger = logging.getLogger(__name__)
+
+#: A spill must start the job sooner by this share of the wait here, and by
+#: at least SPILL_MARGIN_S: a near tie stays put, so jobs do not flap between
+#: targets whose lines are equally long.
+SPILL_MARGIN = 0.1
+SPILL_MARGIN_S = 1.0
 
 
 def lane_of(spec: Dict[str, Any]) -> str:
@@ -87,18 +95,46 @@ class CapacityGate:
             error_type="rate_limited",
         )
 
-    def should_spill(self, job_key: str, target_index: int, has_next: bool, wait_s: float) -> bool:
-        """Spill when the wait ahead, or the wait so far on this target, reaches `spill_after_s`."""
-        if not (self.spec.get("spill") and has_next):
-            return False
-        if wait_s >= self.rt.settings.spill_after_s:
-            return True
-        since = self.rt.redis.hget(job_key, "waiting_since")
+    def spill_target(self, targets: List[str], target_index: int, wait_s: Optional[float] = None) -> Optional[int]:
+        """The later target an opt-in (`spill=True`) job should move to now, or None to stay.
+
+        Only when the wait here (`wait_s`, else probed) or the wait so far
+        on this target reaches `spill_after_s`, and only to a later target
+        whose probed wait is shorter by `SPILL_MARGIN`: so each job goes
+        where it starts soonest, and a batch spreads over its targets in
+        proportion to their rates instead of piling onto the next one.
+        Nothing is booked by asking (tasks.limiter `wait_estimate`).
+        """
+        if not self.spec.get("spill") or target_index + 1 >= len(targets):
+            return None
+        after = self.rt.settings.spill_after_s
+        try:
+            here = self._probe(self.provider, self.model) if wait_s is None else wait_s
+            if here < after and not self._waited_long(target_index, after):
+                return None
+            best, best_wait = None, None
+            for index in range(target_index + 1, len(targets)):
+                provider, _, model = targets[index].partition(":")
+                wait = self._probe(provider, model)
+                if best_wait is None or wait < best_wait:
+                    best, best_wait = index, wait
+        except Exception as exc:  # limiter away: stay (admission fails open on its own)
+            logger.warning("spill check unavailable (%s: %s)", type(exc).__name__, str(exc)[:200],
+                           exc_info=not is_transient(exc))
+            return None
+        if best is None or best_wait + max(SPILL_MARGIN_S, SPILL_MARGIN * here) > here:
+            return None
+        return best
+
+    def _probe(self, provider: str, model: str) -> float:
+        return self.rt.limiter.wait_estimate(provider, model, lane=self.lane, tokens=self.tokens)
+
+    def _waited_long(self, target_index: int, after: float) -> bool:
+        since = self.rt.redis.hget(self.job_key, "waiting_since") if self.job_key else None
         since = since.decode() if isinstance(since, bytes) else since
         if not since:
             return False
         index, _, when = since.partition(":")
-        return int(index) == target_index and time.time() - float(when) >= self.rt.settings.spill_after_s
-
+        return int(index) == target_index and time.time() - float(when) >= after
 
 __all__ = ["CapacityGate", "lane_of"]

@@ -60,6 +60,8 @@ LANES = ("interactive", "batch")
 # bucket (kind, rate or cap, cost). Kinds: g = GCRA at a configured rate,
 # lr/lt = GCRA at the learned rpm_eff/tpm_eff, c = concurrency cap,
 # ss = slow-start concurrency (only until the endpoint was first seen).
+# ARGV[9 + 3 * nb] = '1': a probe, which only reads: the wait a call would be
+# told now (0 if it would go), nothing booked.
 # Returns {code, wait_s, reason}: 1 go, 2 reserved (sleep wait_s then go), 0 ticket.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -67,6 +69,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local frac, burst, horizon = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local reserved = ARGV[6] == '1'
 local nb = tonumber(ARGV[7])
+local probe = ARGV[9 + 3 * nb] == '1'
 local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until') or '0') or 0
 if paused > now then return {0, tostring(paused - now), 'paused'} end
 local seen = redis.call('HEXISTS', KEYS[1], 'seen') == 1
@@ -109,7 +112,7 @@ if not reserved then
   end
   if worst > horizon * frac then
     local start = now + worst - horizon * frac
-    if redis.call('HGET', KEYS[3], 'wait_reason') == 'budget' then
+    if not probe and redis.call('HGET', KEYS[3], 'wait_reason') == 'budget' then
       -- Back from a ticket and beaten to the turn by a moment: come back as
       -- soon as a turn opens, not at the end of the line again.
       return {0, tostring(start - now + worst_step), 'budget'}
@@ -118,9 +121,11 @@ if not reserved then
     local line = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
     if line < start then line = start end
     line = line + worst_step
+    if probe then return {0, tostring(line - now), 'budget'} end
     redis.call('SET', KEYS[2], tostring(line), 'PX', math.ceil((line - now) * 1000) + 1000)
     return {0, tostring(line - now), 'budget'}
   end
+  if probe then return {0, tostring(math.max(worst, 0)), 'probe'} end
   for i, new in pairs(news) do
     redis.call('SET', KEYS[3 + i], tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
   end
@@ -230,8 +235,14 @@ class Limiter:
 
     # --- admission -------------------------------------------------------------
 
+    def wait_estimate(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1) -> float:
+        """Seconds a call to provider:model would be told to wait now (0: it would go); books nothing.
+
+        The same Lua as `acquire`, read only: so a spill compares like with like."""
+        return self.acquire(provider, model, lane=lane, tokens=tokens, _probe=True).wait_s
+
     def acquire(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,
-                reserved: bool = False, job_key: str = "") -> Admission:
+                reserved: bool = False, job_key: str = "", _probe: bool = False) -> Admission:
         """Ask once. `reserved=True` after sleeping out a reservation: only pauses and concurrency count.
 
         `job_key`: the job's record; a job back from a ticket (its `wait_reason`
@@ -248,7 +259,7 @@ class Limiter:
                            len(buckets)]
         for _, kind, rate, cost in buckets:
             args += [kind, rate, cost]
-        args.append(CONCURRENCY_RETRY_S)
+        args += [CONCURRENCY_RETRY_S, "1" if _probe else "0"]
         code, wait, reason = self._acquire(keys=keys, args=args)
         code = int(code)
         reason = reason.decode() if isinstance(reason, bytes) else str(reason)

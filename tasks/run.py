@@ -140,6 +140,13 @@ class JobRun:
             if not allow.answer():
                 return self._handle_error(self.rt.health.circuit_open_error(self.endpoint), 0.0)
             self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
+            # Asked before booking a turn here: a job that leaves must not
+            # lengthen this target's line for the jobs that stay.
+            spill_to = self.gate.spill_target(self.targets, self.target_index)
+            if spill_to is not None:
+                allow.release()
+                why = self.gate.rate_limited_error("a later target has capacity sooner")
+                return self._failover(why, spill=True, to_index=spill_to)
             admission = self.gate.admit()
             if not admission.granted:
                 allow.release()  # waiting is not a call: a claimed probe goes back
@@ -347,8 +354,13 @@ class JobRun:
         if self.gate_for().deadline_passed(wait_s):
             why = self.gate_for().rate_limited_error("still no capacity at the job's rate_limit_deadline_s")
             return self._failover(why) if has_next else self._fail(why, reason="rate_limited")
-        if self.gate_for().should_spill(self.rt.keys.job(self.job_id), self.target_index, has_next, wait_s):
-            return self._failover(error or self.gate_for().rate_limited_error(f"no capacity ({reason})"), spill=True)
+        # A ticket ("budget") was booked only after the spill check in _run; a
+        # pause, a 429 or a full concurrency cap is judged here.
+        spill_to = None if reason.startswith("budget") else \
+            self.gate_for().spill_target(self.targets, self.target_index, wait_s)
+        if spill_to is not None:
+            why = error or self.gate_for().rate_limited_error(f"no capacity ({reason})")
+            return self._failover(why, spill=True, to_index=spill_to)
         # Tickets ("budget") are spread already; jobs told one time by a pause or
         # a 429 get a little jitter, so they do not return as a herd.
         jitter = 0.0 if reason == "budget" else random.uniform(0.0, min(0.25, wait_s * 0.1))
@@ -372,8 +384,8 @@ class JobRun:
             gate = self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
         return gate
 
-    def _failover(self, error: ProviderError, spill: bool = False) -> Dict[str, Any]:
-        next_index = self.target_index + 1
+    def _failover(self, error: ProviderError, spill: bool = False, to_index: Optional[int] = None) -> Dict[str, Any]:
+        next_index = self.target_index + 1 if to_index is None else to_index
         next_target = self.targets[next_index]
         next_provider = next_target.split(":", 1)[0]
         token = new_token()
