@@ -31,6 +31,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .lanes import lane_of, list_key
+from .pipeline import execute_scripts
 from .redis_wait import is_transient
 from .store import new_token
 
@@ -177,8 +178,6 @@ class Deferrer:
                        args=[job_id, token, message, "1" if batch_id else "0", now, endpoint_of(spec, index)],
                        client=pipe)
             queued.append(job_id)
-        from .run import execute_scripts
-
         replies = execute_scripts(self.redis, pipe)
         return sum(1 for r in replies if r == 1)
 

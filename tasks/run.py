@@ -26,7 +26,6 @@ import random
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import redis
 from celery import Celery
 from celery.exceptions import Ignore, Reject
 
@@ -40,37 +39,12 @@ from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .lanes import route
 from .limits import scope_key
+from .pipeline import execute_scripts
 from .redis_wait import is_transient, wait_for_redis
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token, start_verdict
 
 logger = logging.getLogger(__name__)
-
-
-def execute_scripts(client: Any, pipe: Any) -> List[Any]:
-    """`pipe.execute(raise_on_error=False)` without redis-py's SCRIPT EXISTS.
-
-    A redis-py pipeline that calls Lua scripts first asks Redis whether they
-    are loaded: one more round trip per job. Here the calls go straight out
-    as EVALSHA; if Redis answers NOSCRIPT (it restarted, or SCRIPT FLUSH),
-    none of that call ran, so the scripts are loaded and exactly the refused
-    calls are sent again, in order. Replies (errors included) come back in
-    the order the commands were queued.
-    """
-    scripts, pipe.scripts = list(pipe.scripts), set()
-    stack = list(pipe.command_stack)
-    replies = pipe.execute(raise_on_error=False)
-    refused = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
-    if refused:
-        for script in scripts:
-            client.script_load(script.script)
-        again = client.pipeline(transaction=False)
-        for i in refused:
-            args, options = stack[i]
-            again.execute_command(*args, **options)
-        for i, reply in zip(refused, again.execute(raise_on_error=False)):
-            replies[i] = reply
-    return replies
 
 
 class JobFailed(Exception):

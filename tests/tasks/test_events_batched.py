@@ -163,9 +163,9 @@ def test_a_watched_field_is_read_in_the_events_round_trip(publisher, redis_clien
 
 
 def test_execute_scripts_survives_a_script_flush_without_running_anything_twice(redis_client, keys, publisher):
-    # tasks.run.execute_scripts sends a pipeline's script calls as bare EVALSHA
+    # tasks.pipeline.execute_scripts sends a pipeline's script calls as bare EVALSHA
     # (no SCRIPT EXISTS round trip) and resends only those Redis refused.
-    from promptq.tasks.run import execute_scripts
+    from promptq.tasks.pipeline import execute_scripts
 
     def pipeline_with_calls():
         pipe = redis_client.pipeline(transaction=False)
