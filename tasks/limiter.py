@@ -50,6 +50,11 @@ logger = logging.getLogger(__name__)
 SLOW_START = 8
 #: How long a concurrency lease lives if its worker dies holding it.
 LEASE_TTL_S = 600.0
+#: The same for a slow-start lease. Slow start only softens a cold burst, so a
+#: lease may expire under a long call (one more call goes) -- but a worker that
+#: dies before the endpoint's first answer must not stall it for LEASE_TTL_S
+#: (seen: a SIGKILL during the first calls held all eight slots for 10 min).
+SLOW_START_LEASE_TTL_S = 20.0
 #: Wait before asking again when a concurrency cap is full.
 CONCURRENCY_RETRY_S = 0.2
 
@@ -81,7 +86,9 @@ for i = 1, nb do
     local cap = tonumber(ARGV[6 + 3 * i])
     if kind == 'c' then cap = math.max(1, math.floor(cap * frac)) end
     if redis.call('ZCARD', key) >= cap then return {0, ARGV[8 + 3 * nb], 'concurrency'} end
-    table.insert(conc, key)
+    local ttl = tonumber(ARGV[5])
+    if kind == 'ss' then ttl = math.min(ttl, SS_TTL) end
+    table.insert(conc, {key, ttl})
   end
 end
 if not reserved then
@@ -131,12 +138,12 @@ if not reserved then
   end
   if worst > 0 then return {2, tostring(worst), 'reserved'} end
 end
-for _, key in ipairs(conc) do
-  redis.call('ZADD', key, now + tonumber(ARGV[5]), ARGV[4])
-  redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[5]) * 1000))
+for _, lease in ipairs(conc) do
+  redis.call('ZADD', lease[1], now + lease[2], ARGV[4])
+  redis.call('PEXPIRE', lease[1], math.ceil(tonumber(ARGV[5]) * 1000))
 end
 return {1, '0', 'ok'}
-"""
+""".replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S))
 
 # Give back concurrency leases and correct token cells by what the call really cost.
 # KEYS[1] pace hash, KEYS[1+i] bucket i. ARGV: lease_id, token_delta, nb, then per bucket (kind, rate).

@@ -90,8 +90,11 @@ def duplicate_calls(openai: FakeOpenAI) -> int:
 
 def assert_batch_answered_once(client: Client, batch_id: str, n: int, alive: Iterable[WorkerProcess] = (),
                                timeout_s: float = 120.0) -> List[dict]:
-    wait_for(lambda: batch_status(client, batch_id).get("finished"), timeout_s, 0.2,
-             f"batch {batch_id} to finish ({n} jobs)")
+    try:
+        wait_for(lambda: batch_status(client, batch_id).get("finished"), timeout_s, 0.2,
+                 f"batch {batch_id} to finish ({n} jobs)")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_stuck(client, batch_id)}") from None
     results = list(iter_results(client, batch_id))
     ids = collections.Counter(r["custom_id"] for r in results)
     assert len(results) == n and set(ids) == {f"c{i}" for i in range(n)}, (len(results), ids.most_common(3))
@@ -101,6 +104,22 @@ def assert_batch_answered_once(client: Client, batch_id: str, n: int, alive: Ite
     for proc in alive:
         assert proc.proc is not None and proc.proc.poll() is None, f"worker {proc.name} died:\n{proc.log()}"
     return results
+
+
+def _stuck(client: Client, batch_id: str) -> str:
+    """What an unfinished batch's jobs are doing, for the failure message."""
+    status = batch_status(client, batch_id)
+    lines = [f"batch status: {status}"]
+    r = client.redis
+    for raw in r.lrange(client.keys.batch_jobs(batch_id), 0, -1):
+        record = client.store.get(raw.decode() if isinstance(raw, bytes) else raw)
+        if record is not None and not record.status.terminal:
+            fields = r.hgetall(client.keys.job(record.id))
+            lines.append(f"{record.id}: {record.status.value} worker={record.worker} "
+                         f"fields={ {k.decode(): v.decode()[:60] for k, v in fields.items() if k != b'spec'} }")
+    lines.append(f"inflight: {r.zrange(client.keys.inflight, 0, -1, withscores=True)[:10]}")
+    lines.append(f"processing lists: {[(k, r.llen(k)) for k in r.keys('promptq:processing:*')][:10]}")
+    return "\n".join(lines[:60])
 
 
 def report(fault: str, submitted: int, results: List[dict], openai: FakeOpenAI) -> None:

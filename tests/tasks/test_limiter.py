@@ -144,3 +144,21 @@ def test_bad_limits_are_refused_naming_where(tmp_path, table, message):
         Settings.load(environ={}, config_path=str(path))
     with pytest.raises(LimitConfigError):
         configured_limits({}, {"openai": {"rpm": "lots"}})
+
+
+def test_a_dead_workers_slow_start_leases_expire_soon(redis_client):
+    # Workers killed during a cold endpoint's first calls never settle their
+    # leases. Slow-start leases must expire within SLOW_START_LEASE_TTL_S, not
+    # LEASE_TTL_S, or the endpoint stalls for ten minutes (seen in the kill storm).
+    from promptq.tasks.limiter import LEASE_TTL_S, SLOW_START_LEASE_TTL_S
+
+    lim = limiter(redis_client, seen=False, **{"openai": Limit(concurrency=50)})
+    assert all(a.granted for a in grants(lim, 8))  # the dead worker's eight, never settled
+    now = float(redis_client.time()[0])
+    slow = [k for k in redis_client.keys("t:*") if k.endswith(b"slowstart")]
+    assert slow, redis_client.keys("t:*")
+    expiries = [score for _, score in redis_client.zrange(slow[0], 0, -1, withscores=True)]
+    assert len(expiries) == 8 and max(expiries) <= now + SLOW_START_LEASE_TTL_S + 1
+    # A configured concurrency cap keeps the long lease (a real cap must hold under long calls).
+    capped = [k for k in redis_client.keys("t:*") if k.endswith(b"conc")]
+    assert capped and min(s for _, s in redis_client.zrange(capped[0], 0, -1, withscores=True)) >= now + LEASE_TTL_S - 5
