@@ -328,10 +328,10 @@ class JobRun:
         if self.gate_for().deadline_passed(wait_s):
             why = self.gate_for().rate_limited_error("still no capacity at the job's rate_limit_deadline_s")
             return self._failover(why) if has_next else self._fail(why, reason="rate_limited")
-        # A ticket ("budget") was booked only after the spill check in _run; a
-        # pause, a 429 or a full concurrency cap is judged here.
-        spill_to = None if reason.startswith("budget") else \
-            self.gate_for().spill_target(self.targets, self.target_index, wait_s)
+        # Judged again here, tickets ("budget") included: the probe in _run can
+        # be stale when jobs arrive together (all saw an empty line, then all
+        # but one got a ticket a minute out), and such a job must still leave.
+        spill_to = self.gate_for().spill_target(self.targets, self.target_index, wait_s)
         if spill_to is not None:
             why = error or self.gate_for().rate_limited_error(f"no capacity ({reason})")
             return self._failover(why, spill=True, to_index=spill_to)
