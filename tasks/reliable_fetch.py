@@ -104,23 +104,51 @@ def fetchers_key(prefix: str) -> str:
     return f"{prefix}:fetchers"
 
 
-class QoS(kredis.QoS):
-    """kombu's ack emulation, plus: an acknowledged message leaves the processing list."""
+# KEYS: processing list, the list the message came from ; ARGV: message, '1' for the line's end
+_RESTORE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[2] == '1' then redis.call('LPUSH', KEYS[2], ARGV[1]) else redis.call('RPUSH', KEYS[2], ARGV[1]) end
+return 1
+"""
 
-    def _remove_from_indices(self, delivery_tag, pipe=None):
-        pipe = super()._remove_from_indices(delivery_tag, pipe)
-        raw = LIVE.get(delivery_tag)
-        if raw is not None:
-            pipe.lrem(self.channel.processing_key, 1, raw)
-        return pipe
+
+class QoS(kredis.QoS):
+    """kombu's ack emulation on the processing list alone.
+
+    kombu keeps every delivered message a second time, in its `unacked` hash
+    and index (a MULTI/EXEC writing the whole message on delivery, another
+    on ack), for its visibility-timeout restore. The processing list holds
+    the same message already and `tasks.recovery` hands back a dead
+    process's list within the lease time, so that copy only cost a round
+    trip and the message's size in Redis CPU per job (bench/redis_cost.py).
+    Here a delivery writes nothing, an ack is one LREM, and a requeue or a
+    restore at shutdown moves the message from the processing list back to
+    the list it came from in one script.
+    """
+
+    def append(self, message, delivery_tag):
+        kredis.virtual.QoS.append(self, message, delivery_tag)  # in memory only: prefetch accounting
+
+    def restore_visible(self, *args, **kwargs):
+        # Nothing is in the unacked hash to restore: recovery, not the
+        # visibility timeout, brings back what a dead process held.
+        return None
 
     def restore_unacked(self, client=None):
         try:
-            return super().restore_unacked(client)
+            for tag in list(self._delivered):
+                self._restore(tag, leftmost=False)  # back to the head of its line
         except Exception as exc:  # noqa: BLE001 - Redis away at shutdown: never a crash
             logger.warning("could not restore %d unacknowledged message(s) (%s: %s); they stay in the "
                            "processing list for recovery", len(self._delivered), type(exc).__name__, exc)
-            self._delivered.clear()
+        self._delivered.clear()
+
+    def _restore(self, delivery_tag, leftmost: bool) -> None:
+        raw, origin = LIVE.get(delivery_tag), self.channel._origin.get(delivery_tag)
+        if raw is not None and origin is not None:
+            with self.channel.conn_or_acquire() as client:
+                client.eval(_RESTORE, 2, self.channel.processing_key, origin, raw, "1" if leftmost else "0")
+        self.channel._forget(delivery_tag)
 
     def _channel_gone(self) -> bool:
         # A task that finishes after its channel was closed (a connection
@@ -132,19 +160,28 @@ class QoS(kredis.QoS):
     def ack(self, delivery_tag):
         if self._channel_gone():
             return
+        raw = LIVE.get(delivery_tag)
         try:
-            super().ack(delivery_tag)
+            if raw is not None:
+                with self.channel.conn_or_acquire() as client:
+                    client.lrem(self.channel.processing_key, 1, raw)
         except Exception as exc:
             self._settle_later(delivery_tag, exc)
+        else:
+            kredis.virtual.QoS.ack(self, delivery_tag)
         self.channel._forget(delivery_tag)
 
     def reject(self, delivery_tag, requeue=False):
+        if not requeue:
+            return self.ack(delivery_tag)
         if self._channel_gone():
             return
         try:
-            super().reject(delivery_tag, requeue=requeue)
+            self._restore(delivery_tag, leftmost=True)  # kombu's order: to the end of the line
         except Exception as exc:
             self._settle_later(delivery_tag, exc)
+        else:
+            kredis.virtual.QoS.ack(self, delivery_tag)
         self.channel._forget(delivery_tag)
 
     def _settle_later(self, delivery_tag, exc: Exception) -> None:
@@ -171,6 +208,7 @@ class Channel(broker.Channel):
         self.key_prefix = options.get("promptq_key_prefix", "promptq")
         self.processing_key = processing_key(self.key_prefix)
         self._tags: set = set()
+        self._origin: Dict[str, str] = {}  # delivery tag -> the list it was fetched from
         self._no_ack_queues: set = set()
         self._fetch_mode: Optional[str] = None
         self._wait_index = 0
@@ -255,13 +293,13 @@ class Channel(broker.Channel):
             self._wait_key = source
             queue = source.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
-            self._deliver_fetched(item, queue)
+            self._deliver_fetched(item, queue, source)
             return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
 
-    def _deliver_fetched(self, item: bytes, queue: str) -> None:
+    def _deliver_fetched(self, item: bytes, queue: str, source: str) -> None:
         test_hooks.pause("after_fetch")
         tag = None
         try:
@@ -279,11 +317,13 @@ class Channel(broker.Channel):
             else:
                 LIVE[tag] = item
                 self._tags.add(tag)
+            if tag is not None:
+                self._origin[tag] = source
             self.connection._deliver(payload, queue)
         except Exception as exc:  # noqa: BLE001 - anything else would stop the consumer
             if _redis_unavailable(exc):
-                # Not the message's fault (e.g. OOM writing kombu's unacked
-                # hash): it stays in the processing list, untracked, and is
+                # Not the message's fault (e.g. OOM publishing Celery's
+                # task-received event): it stays in the processing list, untracked, and is
                 # re-queued from there (tasks.recovery) once Redis is back.
                 if tag is not None:
                     self._forget(tag)
@@ -309,8 +349,6 @@ class Channel(broker.Channel):
             pipe = client.pipeline(transaction=True)
             move_to_poison(pipe, self.key_prefix, item, queue=queue, reason=exc)
             pipe.lrem(self.processing_key, 1, item)
-            if tag is not None:
-                pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
             pipe.execute()
         if tag is not None:
             self._forget(tag)
@@ -321,6 +359,7 @@ class Channel(broker.Channel):
 
     def _forget(self, tag: str) -> None:
         LIVE.pop(tag, None)
+        self._origin.pop(tag, None)
         self._tags.discard(tag)
 
     def close(self):
@@ -339,6 +378,7 @@ class Channel(broker.Channel):
             for tag in list(self._tags):
                 LIVE.pop(tag, None)
             self._tags.clear()
+            self._origin.clear()
 
 
 class Transport(broker.Transport):
