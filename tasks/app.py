@@ -82,8 +82,9 @@ def create_app(
         # gives up, and exits, after 100 tries).
         broker_connection_max_retries=None,
         broker_pool_limit=max_connections,
-        # Messages Celery cannot take in go to the poison list (tasks.poison).
-        worker_consumer="promptq.tasks.poison_consumer:PoisonConsumer",
+        # Messages Celery cannot take in go to the poison list (tasks.poison);
+        # task events go out in batches (tasks.task_events).
+        worker_consumer="promptq.tasks.consumer:WorkerConsumer",
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "max_connections": max_connections,
