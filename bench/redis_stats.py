@@ -30,7 +30,11 @@ class RedisStats:
         # The INFO calls themselves and CONFIG RESETSTAT are the harness's.
         for own in ("info", "config"):
             calls.pop(own, None)
+        usec_by = {name[len("cmdstat_"):]: int(v["usec"]) for name, v in stats.items()}
+        for own in ("info", "config"):
+            usec_by.pop(own, None)
         out = {"commands": sum(calls.values()), "by_command": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
+               "usec_by_command": dict(sorted(usec_by.items(), key=lambda kv: -kv[1])),
                "round_trips": int(general.get("total_reads_processed", 0)) - 2, "command_usec": usec}
         if self.proc is not None:
             out["redis_cpu_s"] = round(sum(self.proc.cpu_times()[:2]) - self.cpu0, 4)
