@@ -80,6 +80,10 @@ def _redis_unavailable(exc: BaseException) -> bool:
 #: keeper recovers it (tasks.recovery).
 LIVE: Dict[str, bytes] = {}
 
+#: delivery tags whose message left the processing list in its task's own
+#: final write (`ack_in`): the ack that follows has nothing left to do in Redis.
+ACKED_IN_WRITE: set = set()
+
 
 def process_id() -> str:
     """This process's identity for its processing list: host, pid and a random boot id.
@@ -97,6 +101,25 @@ def process_id() -> str:
 
 def processing_key(prefix: str) -> str:
     return f"{prefix}:processing:{process_id()}"
+
+
+def ack_in(pipe: Any, prefix: str, delivery_tag: Optional[str]) -> bool:
+    """Queue this delivery's ack (its LREM from the processing list) on `pipe`.
+
+    For a task's final write (a job's result): the ack rides in that round
+    trip instead of one of its own. Once the pipe has executed, the caller
+    says so with `acked_in_write`; until then a later ack still does it.
+    False when this process holds no such message (kombu's own transport).
+    """
+    raw = LIVE.get(delivery_tag) if delivery_tag else None
+    if raw is None:
+        return False
+    pipe.lrem(processing_key(prefix), 1, raw)
+    return True
+
+
+def acked_in_write(delivery_tag: str) -> None:
+    ACKED_IN_WRITE.add(delivery_tag)
 
 
 def fetchers_key(prefix: str) -> str:
@@ -161,6 +184,9 @@ class QoS(kredis.QoS):
         if self._channel_gone():
             return
         raw = LIVE.get(delivery_tag)
+        if delivery_tag in ACKED_IN_WRITE:
+            ACKED_IN_WRITE.discard(delivery_tag)
+            raw = None  # out of the processing list already (ack_in)
         try:
             if raw is not None:
                 with self.channel.conn_or_acquire() as client:
@@ -359,6 +385,7 @@ class Channel(broker.Channel):
 
     def _forget(self, tag: str) -> None:
         LIVE.pop(tag, None)
+        ACKED_IN_WRITE.discard(tag)
         self._origin.pop(tag, None)
         self._tags.discard(tag)
 

@@ -33,7 +33,7 @@ from promptq.providers.backoff import retry_delay_s
 from promptq.providers.base import ProviderResult
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
-from . import test_hooks
+from . import reliable_fetch, test_hooks
 from .capacity import CapacityGate
 from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
@@ -229,6 +229,7 @@ class JobRun:
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
         test_hooks.pause("before_record", self.job_id)
         skip = 2 if admission is not None else 1  # settle/pacing replies: they never fail a success
+        acked = [False]
 
         def write() -> List[Any]:
             # One round trip: health, attempt, record and `done` event, in that order.
@@ -247,6 +248,8 @@ class JobRun:
                 "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
                 model=result.model, finish_reason=result.finish_reason,
             )
+            # The message's ack rides along: a finished job's message has nothing left to guard.
+            acked[0] = reliable_fetch.ack_in(pipe, self.rt.keys.prefix, self._delivery_tag())
             replies = execute_scripts(self.rt.redis, pipe)
             for reply in replies[1 + skip:]:
                 if isinstance(reply, Exception) and is_transient(reply):
@@ -256,6 +259,8 @@ class JobRun:
         # The answer is paid for: if Redis is away, wait to record it rather
         # than fail the task and have the job called again.
         health, *replies = wait_for_redis(write, f"job {self.job_id}: record result")
+        if acked[0]:
+            reliable_fetch.acked_in_write(self._delivery_tag())
         self.rt.health.success_recorded(self.endpoint, health)  # logged, never raised
         for reply in replies[skip:]:
             if isinstance(reply, Exception):
@@ -411,6 +416,10 @@ class JobRun:
         return {"outcome": "cancelled"}
 
     # --- helpers -----------------------------------------------------------------
+
+    def _delivery_tag(self) -> Optional[str]:
+        properties = getattr(getattr(self.task, "request", None), "properties", None) or {}
+        return properties.get("delivery_tag")
 
     def _emit(self, event_type: str, *, store: bool, pipe: Any = None, **fields: Any) -> None:
         body = {"provider": self.provider_name, "target_index": self.target_index, **fields}

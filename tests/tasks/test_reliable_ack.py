@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from kombu import Queue
 
-from promptq.tasks.reliable_fetch import LIVE, Channel
+from promptq.tasks.reliable_fetch import LIVE, Channel, ack_in, acked_in_write
 
 QUEUE = "promptq.ack-test"
 
@@ -79,3 +79,34 @@ def test_messages_held_when_the_channel_closes_go_back_to_the_head_of_their_queu
         for m in got:
             m.ack()
         simple.close()
+
+
+def test_an_ack_that_rode_in_the_tasks_own_write_sends_nothing_more(consumer, redis_client):
+    publish, simple, channel = consumer
+    publish(1)
+    message = simple.get(timeout=5)
+    pipe = redis_client.pipeline(transaction=False)
+    assert ack_in(pipe, channel.key_prefix, message.delivery_tag)
+    pipe.set("promptq:ack-test:result", "written")  # the task's own write, same round trip
+    pipe.execute()
+    assert redis_client.llen(channel.processing_key) == 0
+    acked_in_write(message.delivery_tag)
+    redis_client.config_resetstat()
+    message.ack()
+    assert "cmdstat_lrem" not in redis_client.info("commandstats")
+    assert message.delivery_tag not in LIVE
+
+
+def test_an_ack_queued_in_a_write_that_never_ran_still_happens(consumer, redis_client):
+    publish, simple, channel = consumer
+    publish(1)
+    message = simple.get(timeout=5)
+    assert ack_in(redis_client.pipeline(transaction=False), channel.key_prefix, message.delivery_tag)  # never executed
+    message.ack()
+    assert redis_client.llen(channel.processing_key) == 0
+
+
+def test_ack_in_is_a_no_op_for_a_message_this_process_does_not_hold(redis_client):
+    pipe = redis_client.pipeline(transaction=False)
+    assert not ack_in(pipe, "promptq", "no-such-tag") and not ack_in(pipe, "promptq", None)
+    assert len(pipe.command_stack) == 0
