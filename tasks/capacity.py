@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from promptq.providers.error_handling import ErrorCategory, ProviderError
 
@@ -52,14 +52,25 @@ class CapacityGate:
         self.lane = lane_of(spec)
         self.tokens = estimate_tokens(spec)
 
-    def admit(self) -> Admission:
-        """Granted, or not granted with the wait (seconds) the caller should defer for."""
+    def admit_in(self, pipe: Any) -> Callable[[Any], Admission]:
+        """The first `acquire` of `admit`, queued on `pipe`; hand its reply to `admit(first=...)`."""
+        return self.rt.limiter.acquire_in(pipe, self.provider, self.model, lane=self.lane, tokens=self.tokens,
+                                          job_key=self.job_key)
+
+    def admit(self, first: Optional[Callable[[], Admission]] = None) -> Admission:
+        """Granted, or not granted with the wait (seconds) the caller should defer for.
+
+        `first`: the first answer, already asked in another round trip (`admit_in`)."""
         horizon = self.rt.settings.capacity_horizon_s
         slept, reserved = 0.0, False
         while True:
             try:
-                admission = self.rt.limiter.acquire(self.provider, self.model, lane=self.lane, tokens=self.tokens,
-                                                    reserved=reserved, job_key=self.job_key)
+                if first is not None:
+                    ask, first = first, None
+                    admission = ask()
+                else:
+                    admission = self.rt.limiter.acquire(self.provider, self.model, lane=self.lane,
+                                                        tokens=self.tokens, reserved=reserved, job_key=self.job_key)
             except Exception as exc:  # a limiter outage must not stop the queue: fail open
                 # Redis away or full: one line, not a traceback (tasks.redis_wait).
                 logger.warning("limiter unavailable (%s: %s); calling %s:%s unpaced", type(exc).__name__,
@@ -95,6 +106,10 @@ class CapacityGate:
             error_type="rate_limited",
         )
 
+    def may_spill(self, targets: List[str], target_index: int) -> bool:
+        """An opt-in (`spill=True`) job with a later target to move to."""
+        return bool(self.spec.get("spill")) and target_index + 1 < len(targets)
+
     def spill_target(self, targets: List[str], target_index: int, wait_s: Optional[float] = None) -> Optional[int]:
         """The later target an opt-in (`spill=True`) job should move to now, or None to stay.
 
@@ -105,7 +120,7 @@ class CapacityGate:
         proportion to their rates instead of piling onto the next one.
         Nothing is booked by asking (tasks.limiter `wait_estimate`).
         """
-        if not self.spec.get("spill") or target_index + 1 >= len(targets):
+        if not self.may_spill(targets, target_index):
             return None
         after = self.rt.settings.spill_after_s
         try:

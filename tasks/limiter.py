@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .limits import Limit, scope_key, scopes_for
 from .redis_wait import is_transient
@@ -75,9 +75,11 @@ local frac, burst, horizon = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV
 local reserved = ARGV[6] == '1'
 local nb = tonumber(ARGV[7])
 local probe = ARGV[9 + 3 * nb] == '1'
-local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until') or '0') or 0
+-- One read of the pace hash (tasks.pacing): this runs for every call.
+local pace = redis.call('HMGET', KEYS[1], 'paused_until', 'seen', 'rpm_eff', 'learned_rpm', 'tpm_eff', 'learned_tpm')
+local paused = tonumber(pace[1] or '0') or 0
 if paused > now then return {0, tostring(paused - now), 'paused'} end
-local seen = redis.call('HEXISTS', KEYS[1], 'seen') == 1
+local seen = pace[2] ~= false
 local conc = {}
 for i = 1, nb do
   local kind, key = ARGV[5 + 3 * i], KEYS[3 + i]
@@ -98,11 +100,11 @@ if not reserved then
     local rate, full = nil, nil
     if kind == 'g' then rate = tonumber(ARGV[6 + 3 * i]); full = rate
     elseif kind == 'lr' then
-      rate = tonumber(redis.call('HGET', KEYS[1], 'rpm_eff') or '')
-      full = tonumber(redis.call('HGET', KEYS[1], 'learned_rpm') or '') or rate
+      rate = tonumber(pace[3] or '')
+      full = tonumber(pace[4] or '') or rate
     elseif kind == 'lt' then
-      rate = tonumber(redis.call('HGET', KEYS[1], 'tpm_eff') or '')
-      full = tonumber(redis.call('HGET', KEYS[1], 'learned_tpm') or '') or rate
+      rate = tonumber(pace[5] or '')
+      full = tonumber(pace[6] or '') or rate
     end
     if rate and rate > 0 then
       local step = tonumber(ARGV[7 + 3 * i]) * 60 / rate
@@ -254,6 +256,20 @@ class Limiter:
 
         `job_key`: the job's record; a job back from a ticket (its `wait_reason`
         is "budget") that narrowly misses a turn is not sent to the end of the line."""
+        keys, args, answer = self._acquire_call(provider, model, lane, tokens, reserved, job_key, _probe)
+        return answer(self._acquire(keys=keys, args=args))
+
+    def acquire_in(self, pipe: Any, provider: str, model: str, *, lane: str = "interactive",
+                   tokens: int = 1, job_key: str = "") -> Callable[[Any], Admission]:
+        """`acquire`, queued on `pipe`: returns what turns the pipeline's reply into the Admission.
+
+        So a job's start and its first admission share one round trip (tasks.run)."""
+        keys, args, answer = self._acquire_call(provider, model, lane, tokens, False, job_key, False)
+        self._acquire(keys=keys, args=args, client=pipe)
+        return answer
+
+    def _acquire_call(self, provider: str, model: str, lane: str, tokens: int, reserved: bool, job_key: str,
+                      probe: bool) -> Tuple[List[str], List[Any], Callable[[Any], Admission]]:
         if lane not in LANES:
             raise ValueError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
         frac = 1.0 if lane == "interactive" else 1.0 - self.interactive_reserve
@@ -266,14 +282,20 @@ class Limiter:
                            len(buckets)]
         for _, kind, rate, cost in buckets:
             args += [kind, rate, cost]
-        args += [CONCURRENCY_RETRY_S, "1" if _probe else "0"]
-        code, wait, reason = self._acquire(keys=keys, args=args)
-        code = int(code)
-        reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+        args += [CONCURRENCY_RETRY_S, "1" if probe else "0"]
         kept = [(key, "gt" if kind == "g" and key.endswith(":tok") else kind, rate)
                 for key, kind, rate, cost in buckets]
-        return Admission(granted=code == 1, wait_s=max(0.0, float(wait)), reason=reason, reserved=code == 2,
-                         lease_id=lease_id if code == 1 else "", tokens=tokens, buckets=kept)
+
+        def answer(reply: Any) -> Admission:
+            if isinstance(reply, Exception):
+                raise reply
+            code, wait, reason = reply
+            code = int(code)
+            reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+            return Admission(granted=code == 1, wait_s=max(0.0, float(wait)), reason=reason, reserved=code == 2,
+                             lease_id=lease_id if code == 1 else "", tokens=tokens, buckets=kept)
+
+        return keys, args, answer
 
     def settle(self, admission: Admission, actual_tokens: Optional[int] = None, endpoint: str = "",
                pipe: Any = None) -> None:

@@ -48,18 +48,19 @@ _OBSERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local h = KEYS[1]
-local function num(x) if x == nil or x == '' then return nil end return tonumber(x) end
-local function get(f) return num(redis.call('HGET', h, f)) end
-redis.call('HSET', h, 'seen', '1')
-local ms = get('m_start') or 0
+local function num(x) if not x or x == '' then return nil end return tonumber(x) end
+-- One read and one write of the hash: this runs on every answer.
+local f = redis.call('HMGET', h, 'm_start', 'm_req', 'm_tok', 'm_429', 'factor', 'last_429_at', 'paused_until',
+                     'learned_rpm', 'learned_tpm', 'n429', 'n_ok')
+local set = {'seen', '1'}
+local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
+local ms = num(f[1]) or 0
+local m_req, m_tok, m_429 = num(f[2]) or 0, num(f[3]) or 0, num(f[4]) or 0
 if now - ms >= 60 then
-  if now - ms < 120 then
-    redis.call('HSET', h, 'p_req', get('m_req') or 0, 'p_tok', get('m_tok') or 0, 'p_429', get('m_429') or 0)
-  else
-    redis.call('HSET', h, 'p_req', 0, 'p_tok', 0, 'p_429', 0)
-  end
-  redis.call('HSET', h, 'm_start', tostring(now), 'm_req', 0, 'm_tok', 0, 'm_429', 0)
-  ms = now
+  if now - ms < 120 then put('p_req', m_req); put('p_tok', m_tok); put('p_429', m_429)
+  else put('p_req', 0); put('p_tok', 0); put('p_429', 0) end
+  m_req, m_tok, m_429 = 0, 0, 0
+  put('m_start', tostring(now))
 end
 local lr, rr, sr = num(ARGV[2]), num(ARGV[3]), num(ARGV[4])
 local lt, rt, st = num(ARGV[5]), num(ARGV[6]), num(ARGV[7])
@@ -68,38 +69,39 @@ local lt, rt, st = num(ARGV[5]), num(ARGV[6]), num(ARGV[7])
 -- share of the minute, so never pause longer than that for "remaining 0".
 if sr and lr and lr > 0 then sr = math.min(sr, 60 / lr) end
 if st then st = math.min(st, 1) end
-if lr then redis.call('HSET', h, 'learned_rpm', lr) end
-if lt then redis.call('HSET', h, 'learned_tpm', lt) end
-local factor = get('factor') or 1
-local last429 = get('last_429_at') or 0
-local paused = get('paused_until') or 0
-local learned_rpm = get('learned_rpm')
+local learned_rpm, learned_tpm = num(f[8]), num(f[9])
+if lr then learned_rpm = lr; put('learned_rpm', lr) end
+if lt then learned_tpm = lt; put('learned_tpm', lt) end
+local factor = num(f[5]) or 1
+local last429 = num(f[6]) or 0
+local paused = num(f[7]) or 0
 if ARGV[1] == '429' then
-  redis.call('HINCRBY', h, 'm_429', 1)
-  redis.call('HINCRBY', h, 'n429', 1)
+  m_429 = m_429 + 1
+  put('n429', (num(f[10]) or 0) + 1)
   -- One decrease per second: a burst of 429s from one moment is one signal.
   if now - last429 >= 1 then factor = math.max(tonumber(ARGV[12]), factor * tonumber(ARGV[11])) end
   last429 = now
-  redis.call('HSET', h, 'last_429_at', tostring(now))
+  put('last_429_at', tostring(now))
   local wait = num(ARGV[8]) or sr or st or 1
   if paused < now + wait then paused = now + wait end
 else
-  redis.call('HINCRBY', h, 'm_req', 1)
-  redis.call('HINCRBY', h, 'm_tok', math.floor(tonumber(ARGV[9]) or 0))
-  redis.call('HINCRBY', h, 'n_ok', 1)
+  m_req = m_req + 1
+  m_tok = m_tok + math.floor(tonumber(ARGV[9]) or 0)
+  put('n_ok', (num(f[11]) or 0) + 1)
   factor = math.min(1, factor + tonumber(ARGV[10]))
   if rr and rr <= 0 and sr and paused < now + sr then paused = now + sr end
   if rt and rt <= 0 and st and paused < now + st then paused = now + st end
 end
-redis.call('HSET', h, 'factor', tostring(factor), 'paused_until', tostring(paused))
+put('m_req', m_req); put('m_tok', m_tok); put('m_429', m_429)
+put('factor', tostring(factor)); put('paused_until', tostring(paused))
 local hot = now - last429 < tonumber(ARGV[13])
 local hot_req = hot or (lr and rr and rr < 0.5 * lr)
 local hot_tok = hot or (lt and rt and rt < 0.5 * lt)
-local learned_tpm = get('learned_tpm')
-if learned_rpm and hot_req then redis.call('HSET', h, 'rpm_eff', tostring(learned_rpm * factor))
-else redis.call('HDEL', h, 'rpm_eff') end
-if learned_tpm and hot_tok then redis.call('HSET', h, 'tpm_eff', tostring(learned_tpm * factor))
-else redis.call('HDEL', h, 'tpm_eff') end
+local gone = {}
+if learned_rpm and hot_req then put('rpm_eff', tostring(learned_rpm * factor)) else gone[#gone + 1] = 'rpm_eff' end
+if learned_tpm and hot_tok then put('tpm_eff', tostring(learned_tpm * factor)) else gone[#gone + 1] = 'tpm_eff' end
+redis.call('HSET', h, unpack(set))
+if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
 redis.call('EXPIRE', h, 86400)
 return tostring(paused - now)
 """

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from celery import Celery
 from celery.exceptions import Ignore, Reject
@@ -35,6 +35,7 @@ from promptq.providers.error_handling import ErrorCategory, ProviderError
 
 from . import reliable_fetch, test_hooks
 from .capacity import CapacityGate
+from .limiter import Admission
 from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .lanes import route
@@ -102,26 +103,30 @@ class JobRun:
             return self._run()
 
     def _run(self) -> Dict[str, Any]:
-        verdict, allow = self._start()
+        verdict, allow, first = self._start()
         if verdict != "run":
             allow.release()  # no call: a half-open probe claimed for it goes back
+            self._give_back(first)
             # Redelivered after success, superseded by a newer message, or
             # cancelled: acknowledge and do nothing, above all no provider call.
             logger.info("job %s: delivery dropped (%s)", self.job_id, verdict)
             raise Ignore()
         self.rt.leases.add(self.job_id)
         try:
-            if not allow.answer():
+            allowed = allow.answer()
+            self._remember_circuit(allow)
+            if not allowed:
+                self._give_back(first)
                 return self._handle_error(self.rt.health.circuit_open_error(self.endpoint), 0.0)
-            self.gate = CapacityGate(self.rt, self.spec, self.provider_name, self.model, self.rt.keys.job(self.job_id))
+            gate = self.gate_for()
             # Asked before booking a turn here: a job that leaves must not
             # lengthen this target's line for the jobs that stay.
-            spill_to = self.gate.spill_target(self.targets, self.target_index)
+            spill_to = gate.spill_target(self.targets, self.target_index) if first is None else None
             if spill_to is not None:
                 allow.release()
-                why = self.gate.rate_limited_error("a later target has capacity sooner")
+                why = gate.rate_limited_error("a later target has capacity sooner")
                 return self._failover(why, spill=True, to_index=spill_to)
-            admission = self.gate.admit()
+            admission = gate.admit(first)
             if not admission.granted:
                 allow.release()  # waiting is not a call: a claimed probe goes back
                 return self._wait(admission.wait_s, reason=admission.reason)
@@ -153,8 +158,13 @@ class JobRun:
             retryable=False,
         )
 
-    def _start(self) -> Tuple[str, Any]:
-        """The store's verdict on this delivery and the circuit's answer; a failed start never acknowledges.
+    def _start(self) -> Tuple[str, Any, Optional[Callable[[], Admission]]]:
+        """The store's verdict on this delivery, the circuit's answer, and maybe the first admission.
+
+        The admission is asked in the same round trip when this endpoint's
+        circuit was closed last time this process asked and the job cannot
+        spill (a spill is judged before a turn is booked). Otherwise it is
+        asked later, after the circuit: an open circuit must not book turns.
 
         Redis down, restarting or full: wait for it (one log line per try),
         since without it nothing can run anyway. Any other error: the
@@ -162,26 +172,49 @@ class JobRun:
         being acknowledged as a failure, which would lose a job that never ran.
         """
         test_hooks.pause("before_start", self.job_id)
+        early = self.endpoint in self.rt.closed_circuits and not self.gate_for().may_spill(
+            self.targets, self.target_index)
 
-        def claim() -> Tuple[str, Any]:
-            # One round trip: claim the job, and ask the endpoint's circuit.
+        def claim() -> Tuple[str, Any, Optional[Callable[[], Admission]]]:
+            # One round trip: claim the job, ask the endpoint's circuit (and its budgets).
             pipe = self.rt.redis.pipeline(transaction=False)
             self.rt.store.start(self.job_id, self.token, self.rt.worker_name, self.rt.settings.lease_ttl_s,
                                 self.batch_id, pipe=pipe)
             allow = self.rt.health.queue_allow_request(self.endpoint, pipe)
-            started_reply, allow_reply = execute_scripts(self.rt.redis, pipe)
-            for reply in (started_reply, allow_reply):
+            answer = self.gate_for().admit_in(pipe) if early else None
+            started_reply, allow_reply, *admit_reply = execute_scripts(self.rt.redis, pipe)
+            for reply in (started_reply, allow_reply, *admit_reply):
                 if isinstance(reply, Exception) and is_transient(reply):
                     raise reply  # e.g. OOM inside the script: the whole claim again
             allow.reply = allow_reply
+            first = (lambda: answer(admit_reply[0])) if answer is not None else None
             # Claiming twice (a retried round trip) is harmless: same token, same verdict.
-            return start_verdict(started_reply), allow
+            return start_verdict(started_reply), allow, first
 
         try:
             return wait_for_redis(claim, f"job {self.job_id}: start")
         except Exception as exc:
             logger.error("job %s: could not start (%s: %s); message requeued", self.job_id, type(exc).__name__, exc)
             raise Reject(exc, requeue=True) from exc
+
+    def _remember_circuit(self, allow: Any) -> None:
+        """Closed (not a half-open probe, not an outage): the next job here may ask its budget early."""
+        if not isinstance(allow.reply, Exception) and int(allow.reply or 0) == 1:
+            self.rt.closed_circuits.add(self.endpoint)
+        else:
+            self.rt.closed_circuits.discard(self.endpoint)
+
+    def _give_back(self, first: Optional[Callable[[], Admission]]) -> None:
+        """An admission asked early for a call that will not be made: its concurrency goes back.
+
+        (A request-rate turn it took stays taken: at most one per process
+        each time a circuit opens, or per dropped duplicate delivery.)"""
+        if first is None:
+            return
+        try:
+            self.rt.limiter.settle(first(), None, self.endpoint)
+        except Exception as exc:  # noqa: BLE001 - a lease left behind expires on its own
+            logger.warning("job %s: could not give back an early admission (%s)", self.job_id, exc)
 
     # --- the call -------------------------------------------------------------
 

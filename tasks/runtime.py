@@ -62,6 +62,9 @@ class Runtime:
             horizon_s=settings.capacity_horizon_s,
         )
         self.pacer = Pacer(self.redis, settings.key_prefix)
+        # Endpoints whose circuit was closed when this process last asked: a
+        # job there asks its budget in the round trip that starts it (tasks.run).
+        self.closed_circuits: set = set()
         self.deferrer = Deferrer(self.redis, self.keys, app)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._providers: Dict[str, LLMProvider] = {}

@@ -3,6 +3,8 @@ concurrency, pauses; and the configuration they come from."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from promptq.tasks.limiter import Limiter, estimate_tokens
@@ -162,3 +164,19 @@ def test_a_dead_workers_slow_start_leases_expire_soon(redis_client):
     # A configured concurrency cap keeps the long lease (a real cap must hold under long calls).
     capped = [k for k in redis_client.keys("t:*") if k.endswith(b"conc")]
     assert capped and min(s for _, s in redis_client.zrange(capped[0], 0, -1, withscores=True)) >= now + LEASE_TTL_S - 5
+
+
+def test_pacing_counts_the_minute_and_rolls_it_over(redis_client):
+    pacer = Pacer(redis_client, "t")
+    pacer.observe("openai:c", {}, rate_limited=False, tokens=30)
+    pacer.observe("openai:c", {}, rate_limited=False, tokens=12)
+    pacer.observe("openai:c", {"x-ratelimit-limit-requests": "90"}, rate_limited=True, retry_after_s=0.01)
+    pace = pacer.snapshot("openai:c")
+    assert (pace["m_req"], pace["m_tok"], pace["m_429"], pace["n_ok"], pace["n429"]) == (2, 42, 1, 2, 1)
+    assert pace["learned_rpm"] == 90 and "rpm_eff" in pace  # a fresh 429: the backed-off rate applies
+    # A minute later this minute's counts become the previous minute's.
+    redis_client.hset(pacer.pace_key("openai:c"), "m_start", time.time() - 61)
+    pacer.observe("openai:c", {}, rate_limited=False, tokens=5)
+    pace = pacer.snapshot("openai:c")
+    assert (pace["p_req"], pace["p_tok"], pace["p_429"]) == (2, 42, 1)
+    assert (pace["m_req"], pace["m_tok"], pace["m_429"]) == (1, 5, 0)

@@ -46,7 +46,7 @@ def test_transient_redis_errors_are_waited_out(job, monkeypatch, caplog):
     calls = failing([redis.ConnectionError("down"), redis.exceptions.BusyLoadingError("LOADING"),
                      redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'")],
                     monkeypatch)
-    verdict, _allow = job._start()
+    verdict, _allow, _first = job._start()
     assert verdict == "run" and len(calls) == 4
     waits = [r for r in caplog.records if "redis unavailable during job j1: start" in r.getMessage()]
     assert len(waits) == 3 and all(r.exc_info is None for r in waits)  # one line each, no traceback
@@ -57,3 +57,43 @@ def test_any_other_start_failure_requeues_the_message(job, monkeypatch):
     with pytest.raises(Reject) as info:
         job._start()
     assert info.value.requeue is True
+
+
+def test_an_endpoint_seen_closed_gets_its_admission_in_the_start_round_trip(job, monkeypatch):
+    calls = failing([], monkeypatch)
+    verdict, allow, first = job._start()
+    assert verdict == "run" and first is None and len(calls) == 1  # nothing known yet: asked later
+    job._remember_circuit(allow)
+    assert job.endpoint in job.rt.closed_circuits
+    verdict, allow, first = job._start()
+    assert verdict == "run" and len(calls) == 2  # still one round trip, admission included
+    admission = first()
+    assert admission.granted and admission.lease_id
+    job._give_back(first)
+
+
+def test_a_job_that_may_spill_never_books_a_turn_before_the_spill_check(job, monkeypatch):
+    job.rt.closed_circuits.add(job.endpoint)
+    job.spec.update(spill=True)
+    job.targets.append("mock:other")
+    _, _, first = job._start()
+    assert first is None
+
+
+def test_an_early_admission_for_a_dropped_delivery_gives_its_concurrency_back(job, redis_client):
+    job.rt.closed_circuits.add(job.endpoint)
+    slow_start = job.rt.limiter.bucket_key(job.endpoint, "slowstart")
+    _, _, first = job._start()
+    assert redis_client.zcard(slow_start) == 1  # a cold endpoint's slow-start slot, taken
+    job._give_back(first)
+    assert redis_client.zcard(slow_start) == 0
+
+
+def test_an_open_circuit_is_forgotten_so_the_next_job_asks_after_it(job):
+    job.rt.closed_circuits.add(job.endpoint)
+
+    class Denied:
+        reply = 0
+
+    job._remember_circuit(Denied())
+    assert job.endpoint not in job.rt.closed_circuits
