@@ -62,8 +62,6 @@ class Settings:
     lease_ttl_s: float = 6.0
     #: How often a worker refreshes its leases and looks for dead ones.
     heartbeat_s: float = 2.0
-    #: Grace after a retry's due time before a lost retry is re-queued.
-    retry_grace_s: float = 60.0
     #: Finished job records (and their results) expire after this long.
     result_ttl_s: float = 7 * 24 * 3600.0
     #: Stream replay buffer: at most this many events per job, kept this long.

@@ -6,7 +6,6 @@ from promptq.workers.local_stack import ROOT, WorkerProcess as _WorkerProcess, w
 FAST_ENV = {
     "PROMPTQ_HEARTBEAT_S": "0.5",
     "PROMPTQ_LEASE_TTL_S": "3",
-    "PROMPTQ_RETRY_GRACE_S": "5",
     "PROMPTQ_HEALTH_COOLDOWN_S": "2",
 }
 

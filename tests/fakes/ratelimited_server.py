@@ -22,7 +22,10 @@ What OpenAI does, and so this fake (platform.openai.com/docs/guides/rate-limits)
   headers always speak of the minute (limit 600, remaining 599, reset 100ms,
   as OpenAI's do), whatever bucket is enforced: with the one-second burst a
   client that trusts "remaining 590" and bursts still collects 429s, which
-  is the trap a real quantized limit sets.
+  is the trap a real quantized limit sets. ``headers="bucket"`` reports the
+  enforced buckets instead (limit still per minute; remaining and reset
+  those of the bucket), a provider that states its real burst: a client
+  pacing by headers then meets almost no 429 (tests/workers/test_capacity_e2e.py).
 * A request over budget gets 429 with ``retry-after-ms`` and ``Retry-After``
   (whole seconds, rounded up) saying when it would be admitted, and the
   ``rate_limit_exceeded`` body ("Rate limit reached for ... on requests per
@@ -30,9 +33,10 @@ What OpenAI does, and so this fake (platform.openai.com/docs/guides/rate-limits)
   A refused request draws nothing from either bucket.
 
 Counts for a benchmark or a test: ``stats()`` / ``GET /__fake__/stats``
-(requests, 429s by budget, admitted, peak concurrency); ``POST
-/__fake__/reset`` also refills the buckets. The clock is injectable so a
-test can move time instead of sleeping.
+(requests, 429s by budget, admitted, peak concurrency), ``arrivals`` (the
+clock at every request, admitted or not); ``POST /__fake__/reset`` also
+refills the buckets. The clock is injectable so a test can move time instead
+of sleeping.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .base import RecordedRequest, Reply
 from .directives import all_message_text
@@ -48,6 +52,7 @@ from .openai_server import FakeOpenAI, openai_error
 from .wire import Wire
 
 BURST_MODELS = ("second", "minute")
+HEADER_MODELS = ("minute", "bucket")
 
 
 def go_duration(seconds: float) -> str:
@@ -97,14 +102,16 @@ class RateLimitedOpenAI(FakeOpenAI):
     """FakeOpenAI that admits requests through rpm and tpm token buckets."""
 
     def __init__(self, *, rpm: float = 600, tpm: float = 10_000_000, burst: str = "second",
-                 clock: Callable[[], float] = time.monotonic, keep_requests: Optional[int] = None,
-                 **kwargs: Any) -> None:
+                 headers: str = "minute", clock: Callable[[], float] = time.monotonic,
+                 keep_requests: Optional[int] = None, **kwargs: Any) -> None:
         if burst not in BURST_MODELS:
             raise ValueError(f"burst must be one of {BURST_MODELS}, not {burst!r}")
+        if headers not in HEADER_MODELS:
+            raise ValueError(f"headers must be one of {HEADER_MODELS}, not {headers!r}")
         if rpm <= 0 or tpm <= 0:
             raise ValueError("rpm and tpm must be positive")
         super().__init__(**kwargs)
-        self.rpm, self.tpm, self.burst = rpm, tpm, burst
+        self.rpm, self.tpm, self.burst, self.headers = rpm, tpm, burst, headers
         self.clock = clock
         #: Keep only this many recorded requests (a long benchmark reads none).
         self.keep_requests = keep_requests
@@ -118,9 +125,14 @@ class RateLimitedOpenAI(FakeOpenAI):
             # Never below one request's worth: 30 rpm still admits a request.
             self.requests_bucket = TokenBucket(self.rpm, max(1.0, self.rpm * share), now)
             self.tokens_bucket = TokenBucket(self.tpm, max(1.0, self.tpm * share), now)
-            # What the headers report: the minute's budget, drawn alongside.
-            self.requests_view = TokenBucket(self.rpm, self.rpm, now)
-            self.tokens_view = TokenBucket(self.tpm, self.tpm, now)
+            # What the headers report: the minute's budget, drawn alongside
+            # (or, with headers="bucket", the enforced buckets themselves).
+            if self.headers == "bucket":
+                self.requests_view, self.tokens_view = self.requests_bucket, self.tokens_bucket
+            else:
+                self.requests_view = TokenBucket(self.rpm, self.rpm, now)
+                self.tokens_view = TokenBucket(self.tpm, self.tpm, now)
+            self.arrivals: List[float] = []
             self.counts: Dict[str, Any] = {"requests": 0, "admitted": 0, "rate_limited": 0,
                                            "rate_limited_requests": 0, "rate_limited_tokens": 0,
                                            "in_flight": 0, "in_flight_peak": 0, "tokens_admitted": 0}
@@ -131,7 +143,7 @@ class RateLimitedOpenAI(FakeOpenAI):
 
     def stats(self) -> Dict[str, Any]:
         with self._limiter:
-            return {**self.counts, "rpm": self.rpm, "tpm": self.tpm, "burst": self.burst}
+            return {**self.counts, "rpm": self.rpm, "tpm": self.tpm, "burst": self.burst, "headers": self.headers}
 
     # -- admission ---------------------------------------------------------------
 
@@ -145,8 +157,12 @@ class RateLimitedOpenAI(FakeOpenAI):
         with self._limiter:
             now = self.clock()
             self.counts["requests"] += 1
+            self.arrivals.append(now)
+            if self.keep_requests is not None and len(self.arrivals) > 2 * self.keep_requests + 100:
+                del self.arrivals[: -self.keep_requests]
             req, tok = self.requests_bucket, self.tokens_bucket
-            for bucket in (req, tok, self.requests_view, self.tokens_view):
+            views = () if self.headers == "bucket" else (self.requests_view, self.tokens_view)
+            for bucket in (req, tok, *views):
                 bucket.refill(now)
             for kind, bucket, cost in (("requests", req, 1), ("tokens", tok, cost_tokens)):
                 wait = bucket.wait_s(cost)
@@ -158,8 +174,8 @@ class RateLimitedOpenAI(FakeOpenAI):
                             "used": max(0, int(view.limit) - view.remaining()), "headers": self._headers()}
             req.level -= 1
             tok.level -= cost_tokens
-            self.requests_view.level -= 1
-            self.tokens_view.level -= cost_tokens
+            for view, cost in zip(views, (1, cost_tokens)):
+                view.level -= cost
             self.counts["admitted"] += 1
             self.counts["tokens_admitted"] += cost_tokens
             return None

@@ -36,6 +36,15 @@ def ask(client, text: str = "hi", **kw):
         model="gpt-4o-mini", messages=[{"role": "user", "content": text}], **kw)
 
 
+def refused_after(client, admitted: int):
+    """The 429 that follows `admitted` requests, which must all get through."""
+    for _ in range(admitted):
+        ask(client)
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(client)
+    return caught.value
+
+
 @pytest.mark.parametrize("seconds, text", [
     (0.02, "20ms"), (0.0004, "1ms"), (0.12, "120ms"), (1, "1s"), (1.5, "1.5s"), (59.25, "59.25s"),
     (360, "6m0s"), (90.5, "1m30.5s"), (3723, "1h2m3s"), (0, "0s"),
@@ -69,11 +78,7 @@ def test_every_success_carries_the_ratelimit_headers(clock):
 def test_second_burst_admits_one_second_of_quota_then_429s_like_openai(clock):
     with RateLimitedOpenAI(api_key=KEY, rpm=600, burst="second", clock=clock) as server:
         client = sdk(server)
-        for _ in range(10):
-            ask(client)
-        with pytest.raises(openai.RateLimitError) as caught:
-            ask(client)
-        error = caught.value
+        error = refused_after(client, 10)
         assert error.status_code == 429 and error.code == "rate_limit_exceeded" and error.type == "requests"
         assert "on requests per min (RPM): Limit 600, Used 10, Requested 1. Please try again in 100ms." \
             in error.message
@@ -87,17 +92,32 @@ def test_second_burst_admits_one_second_of_quota_then_429s_like_openai(clock):
         assert server.stats()["rate_limited"] == 1 and server.stats()["admitted"] == 11
 
 
+def test_bucket_headers_report_the_enforced_bucket(clock):
+    with RateLimitedOpenAI(api_key=KEY, rpm=600, burst="second", headers="bucket", clock=clock) as server:
+        client = sdk(server)
+        h = ask(client).headers
+        # Limit per minute, remaining and reset those of the one-second bucket.
+        assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("600", "9")
+        assert h["x-ratelimit-reset-requests"] == "100ms"
+        error = refused_after(client, 9)
+        headers = error.response.headers
+        assert headers["x-ratelimit-remaining-requests"] == "0" and headers["retry-after-ms"] == "100"
+        assert headers["x-ratelimit-reset-requests"] == "1s"
+        assert "Limit 600, Used 600, Requested 1." in error.message
+        clock.now += 0.5
+        assert ask(client).headers["x-ratelimit-remaining-requests"] == "4"
+        assert server.stats()["rate_limited"] == 1
+        assert server.arrivals == [1000.0] * 11 + [1000.5]
+
+
 def test_minute_burst_admits_the_whole_minute_at_once(clock):
     with RateLimitedOpenAI(api_key=KEY, rpm=60, burst="minute", clock=clock) as server:
         client = sdk(server)
-        for _ in range(60):
-            ask(client)
-        with pytest.raises(openai.RateLimitError) as caught:
-            ask(client)
-        headers = caught.value.response.headers
+        error = refused_after(client, 60)
+        headers = error.response.headers
         assert headers["retry-after-ms"] == "1000" and headers["x-ratelimit-reset-requests"] == "1m0s"
         assert headers["x-ratelimit-remaining-requests"] == "0"
-        assert "Limit 60, Used 60, Requested 1. Please try again in 1s." in caught.value.message
+        assert "Limit 60, Used 60, Requested 1. Please try again in 1s." in error.message
         clock.now += 30
         assert ask(client).headers["x-ratelimit-remaining-requests"] == "29"
 

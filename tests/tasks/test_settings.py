@@ -20,7 +20,7 @@ def test_defaults_with_an_empty_environment():
     assert s.redis_url == DEFAULT_REDIS_URL == "redis://127.0.0.1:6379/0"
     assert s.key_prefix == "promptq"
     assert (s.max_retries, s.retry_cap_s, s.visibility_timeout_s) == (3, 300.0, 3600.0)
-    assert (s.lease_ttl_s, s.heartbeat_s, s.retry_grace_s) == (6.0, 2.0, 60.0)
+    assert (s.lease_ttl_s, s.heartbeat_s) == (6.0, 2.0)
     # A dead worker is noticed within lease + one sweep: the 10 s goal of issue 10.
     assert s.lease_ttl_s + s.heartbeat_s <= 10
     assert (s.stream_maxlen, s.stream_ttl_s, s.result_ttl_s) == (10_000, 86_400.0, 604_800.0)

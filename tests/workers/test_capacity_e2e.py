@@ -1,5 +1,6 @@
 """Capacity end to end: real worker processes, real Redis, real HTTP to a fake
-OpenAI that enforces requests per minute with a token bucket (tests/fakes/bucket_openai.py).
+OpenAI that enforces requests per minute with a one-second token bucket and
+states that bucket in its headers (tests/fakes/ratelimited_server.py, headers="bucket").
 No job is lost to a rate limit; waiting spends no retries and opens no circuit."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from promptq.tasks.batch_results import batch_status
 from promptq.tasks.client import Client
 from promptq.tasks.settings import Settings
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.bucket_openai import BucketOpenAI
+from tests.fakes.ratelimited_server import RateLimitedOpenAI
 from tests.worker_process import WorkerProcess, wait_for
 
 KEY = "sk-test-capacity-0123456789"
@@ -39,7 +40,7 @@ def statuses(client, ids):
 def test_a_batch_against_a_rate_limited_server_loses_nothing(redis_server, client):
     # 150 lines at 600 rpm (a one-second bucket) through two workers of 32 slots:
     # before issue 8 most of them were dead-lettered.
-    with BucketOpenAI(api_key=KEY, rpm=600, burst_s=1.0) as server:
+    with RateLimitedOpenAI(api_key=KEY, rpm=600, headers="bucket") as server:
         with WorkerProcess(redis_server.url, ["openai"], env=env_for(server), concurrency=32, name="cap-a"), \
                 WorkerProcess(redis_server.url, ["openai"], env=env_for(server), concurrency=32, name="cap-b"):
             lines = [{"custom_id": f"l{i}", "prompt": f"line {i}"} for i in range(150)]
@@ -47,7 +48,8 @@ def test_a_batch_against_a_rate_limited_server_loses_nothing(redis_server, clien
                                       targets=["openai:gpt-4o-mini"])
             status = wait_for(lambda: (lambda s: s if s["finished"] else None)(batch_status(client, submission.batch_id)),
                               120, 0.2, "the batch to finish")
-        admitted, rejected = server.admitted, server.rejected
+        stats = server.stats()
+        admitted, rejected = stats["admitted"], stats["rate_limited"]
     assert status["succeeded"] == 150 and status["failed"] == 0, status
     assert status["retried"] == 0  # a 429 is waited out, not retried
     assert status["rate_limited"] == rejected
@@ -59,7 +61,7 @@ def test_a_batch_against_a_rate_limited_server_loses_nothing(redis_server, clien
 
 def test_429s_spend_no_retries_and_the_deadline_fails_rate_limited(redis_server, client):
     # One request a minute: the first job takes it, the next ones are told to wait ~60 s.
-    with BucketOpenAI(api_key=KEY, rpm=1, burst_s=1.0) as server:
+    with RateLimitedOpenAI(api_key=KEY, rpm=1, headers="bucket") as server:
         with WorkerProcess(redis_server.url, ["openai"], env=env_for(server), name="cap-deadline"):
             first = client.submit("first", to=["openai:gpt-4o-mini"], max_retries=0)
             assert client.result(first.id, timeout=30).status.value == "succeeded"
@@ -79,20 +81,22 @@ def test_429s_spend_no_retries_and_the_deadline_fails_rate_limited(redis_server,
 
 def test_configured_limit_paces_calls_without_a_429(redis_server, client):
     # The server would allow 6000 rpm; the operator allows 120 (2 a second).
-    with BucketOpenAI(api_key=KEY, rpm=6000, burst_s=1.0) as server:
+    with RateLimitedOpenAI(api_key=KEY, rpm=6000, headers="bucket") as server:
         env = env_for(server, PROMPTQ_LIMIT_OPENAI_RPM="120")
         with WorkerProcess(redis_server.url, ["openai"], env=env, concurrency=16, name="cap-config"):
             handles = [client.submit(f"paced {i} {uuid.uuid4().hex[:6]}", to=["openai:gpt-4o-mini"]) for i in range(10)]
             for handle in handles:
                 assert client.result(handle.id, timeout=60).status.value == "succeeded"
-        times = sorted(server.times)
-    assert server.rejected == 0
+        times = sorted(server.arrivals)
+        rejected = server.stats()["rate_limited"]
+    assert rejected == 0
     # A burst of one second (2 calls), then one call every 0.5 s: 10 calls span >= 4 s.
     assert times[-1] - times[0] >= 3.5, times
 
 
 def test_spill_moves_a_job_with_no_capacity_to_its_next_target(redis_server, client):
-    with BucketOpenAI(api_key=KEY, rpm=6000) as server, FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
+    with RateLimitedOpenAI(api_key=KEY, rpm=6000, headers="bucket") as server, \
+            FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
         env = env_for(server, PROMPTQ_LIMIT_OPENAI_RPM="1", PROMPTQ_SPILL_AFTER_S="2",
                       ANTHROPIC_API_KEY=ANTHROPIC_KEY, ANTHROPIC_BASE_URL=anthropic.base_url)
         with WorkerProcess(redis_server.url, ["openai", "claude"], env=env, name="cap-spill"):
@@ -114,7 +118,7 @@ def test_spill_moves_a_job_with_no_capacity_to_its_next_target(redis_server, cli
 def test_an_interactive_job_is_not_stuck_behind_a_batch(redis_server, client):
     # 60 batch lines at 60 rpm would hold the provider for a minute; the batch
     # lane leaves a share of the budget, so an interactive job finds room.
-    with BucketOpenAI(api_key=KEY, rpm=60, burst_s=1.0) as server:
+    with RateLimitedOpenAI(api_key=KEY, rpm=60, headers="bucket") as server:
         with WorkerProcess(redis_server.url, ["openai"], env=env_for(server), concurrency=16, name="cap-lanes"):
             lines = [__import__("json").dumps({"custom_id": f"b{i}", "prompt": f"batch {i}"}) for i in range(60)]
             batch = submit_batch(client, lines, targets=["openai:gpt-4o-mini"]).batch_id

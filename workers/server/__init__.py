@@ -12,6 +12,8 @@ scripts), and never calls a provider. One concept a module:
     jobs.py                admission (429), submit, wait, cancel on disconnect, Idempotency-Key
     sse.py                 server-sent events on the wire
     live.py                a streamed response that notices a disconnect while idle
+    chat_route.py          a chat request, either dialect: parse, check, submit, stream or wait, errors
+    chat_stream.py         a streamed job's events as SSE: when each frame goes, and how a stream ends
     openai_chat.py         /v1/chat/completions, /v1/models
     anthropic_messages.py  /v1/messages
     files.py               /v1/files (on disk)

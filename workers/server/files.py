@@ -9,12 +9,13 @@ processes share files only if they share `files_dir`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional
 
 import anyio
 from starlette.requests import Request
@@ -124,26 +125,33 @@ async def upload(request: Request) -> Response:
         return exc.response("openai")
 
 
-async def retrieve(request: Request) -> Response:
-    try:
-        return JSONResponse(_store(request).get(request.path_params["file_id"]))
-    except ApiError as exc:
-        return exc.response("openai")
+def _one_file(action: Callable[[FileStore, str], Response]) -> Callable[[Request], Awaitable[Response]]:
+    """A `/v1/files/{file_id}` handler from what it does with the store and the id (which the store
+    checks): an unknown or malformed id, or any other ApiError, is answered in OpenAI's shape."""
+
+    @functools.wraps(action)
+    async def handle(request: Request) -> Response:
+        try:
+            return action(_store(request), request.path_params["file_id"])
+        except ApiError as exc:
+            return exc.response("openai")
+
+    return handle
 
 
-async def content(request: Request) -> Response:
-    try:
-        path = _store(request).data_path(request.path_params["file_id"])
-        return FileResponse(path, media_type="application/jsonl")
-    except ApiError as exc:
-        return exc.response("openai")
+@_one_file
+def retrieve(store: FileStore, file_id: str) -> Response:
+    return JSONResponse(store.get(file_id))
 
 
-async def delete(request: Request) -> Response:
-    try:
-        return JSONResponse(_store(request).delete(request.path_params["file_id"]))
-    except ApiError as exc:
-        return exc.response("openai")
+@_one_file
+def content(store: FileStore, file_id: str) -> Response:
+    return FileResponse(store.data_path(file_id), media_type="application/jsonl")
+
+
+@_one_file
+def delete(store: FileStore, file_id: str) -> Response:
+    return JSONResponse(store.delete(file_id))
 
 
 async def list_files(request: Request) -> Response:
