@@ -13,7 +13,7 @@ fails when the committed file differs from what this script renders.
 The PROMPTQ_* lines are written commented out, holding the built-in default:
 a copied `.env` then pins only what its owner changed, and picks up new
 defaults when the code changes. The variables compose.yaml requires
-(REDIS_PASSWORD, FLOWER_BASIC_AUTH) and the provider variables are left
+(REDIS_PASSWORD, FLOWER_BASIC_AUTH, PROMPTQ_API_KEYS) and the provider variables are left
 uncommented and empty, to be filled in (providers treat empty as unset).
 """
 
@@ -40,6 +40,12 @@ COMPOSE_REQUIRED: List[Tuple[str, str]] = [
         "FLOWER_BASIC_AUTH",
         "Required. Flower's basic auth as user:password (several: comma-separated; "
         "no commas inside a password). Flower is published on 127.0.0.1:5555 only.",
+    ),
+    (
+        "PROMPTQ_API_KEYS",
+        "Required. Keys the clients of `promptq serve` send (Authorization: Bearer KEY), comma-separated, "
+        "16+ characters each: openssl rand -hex 32. Not a provider's key. serve is published on "
+        "127.0.0.1:8000 only.",
     ),
 ]
 

@@ -3,7 +3,8 @@
 With a threads or gevent pool the worker process itself runs the jobs, so a
 SIGKILL leaves their unacknowledged messages for Redis's visibility timeout
 (an hour) to restore. Instead each worker process pushes the deadlines of
-its running jobs forward every `heartbeat_s`; any worker that finds a
+its running jobs (and its concurrency leases, tasks.held_leases) forward
+every `heartbeat_s`; any worker that finds a
 deadline more than `lease_ttl_s` old re-publishes that job under a fresh
 token (so the orphaned message, if Redis ever restores it, is dropped as
 stale). A job waiting for a retry or for capacity is not here at all: it
@@ -48,6 +49,11 @@ class LeaseKeeper:
 
     def start(self) -> "LeaseKeeper":
         self.runtime.leases = self
+        limiter = getattr(self.runtime, "limiter", None)
+        if limiter is not None:
+            # This beat keeps the process's cap leases alive, so they can be
+            # short: a dead worker's slots come back with its jobs.
+            limiter.keep_leases_alive(self.settings.lease_ttl_s)
         self._thread.start()
         return self
 
@@ -90,6 +96,16 @@ class LeaseKeeper:
         pipe.execute()
         if not self._beating_since:
             self._beating_since = time.monotonic()
+        self._keep_cap_leases()
+
+    def _keep_cap_leases(self) -> None:
+        held = getattr(getattr(self.runtime, "limiter", None), "held", None)
+        if held is None:
+            return
+        try:
+            held.refresh(lambda: {self.runtime.keys.job(job_id) for job_id in self.running()})
+        except Exception as exc:  # a lapsed lease lets one call past a cap; it must not stop reaping
+            logger.warning("concurrency leases not refreshed (%s: %s)", type(exc).__name__, str(exc)[:200])
 
     def reap(self) -> int:
         """Re-publish every job whose worker stopped checking in. Returns how many."""

@@ -11,7 +11,8 @@ ahead of now. Budgets that apply to a call, all checked and consumed at once
 - configured per provider and per provider+model (tasks.limits): requests
   per minute, tokens per minute (cost = estimated input + max output
   tokens, corrected by `settle` with the usage the provider reported), and
-  concurrency (a sorted set of leases that expire if a worker dies);
+  concurrency (a sorted set of leases that expire if a worker dies: soon
+  where the worker's heartbeat keeps its leases alive, tasks.held_leases);
 - learned per provider+model (tasks.pacing writes `rpm_eff` / `tpm_eff` into
   the endpoint's pace hash, and `paused_until` after a 429);
 - slow start: until an endpoint's first answer tells us its limits, at most
@@ -41,6 +42,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from .held_leases import KEY_TTL_S, HeldLeases
 from .limits import Limit, scope_key, scopes_for
 from .redis_wait import is_transient
 
@@ -48,7 +50,9 @@ logger = logging.getLogger(__name__)
 
 #: Calls in flight to an endpoint whose limits no answer has told us yet.
 SLOW_START = 8
-#: How long a concurrency lease lives if its worker dies holding it.
+#: How long a concurrency lease lives if its worker dies holding it, where no
+#: heartbeat keeps leases alive (a worker's own are kept alive and short-lived:
+#: tasks.held_leases).
 LEASE_TTL_S = 600.0
 #: The same for a slow-start lease. Slow start only softens a cold burst, so a
 #: lease may expire under a long call (one more call goes) -- but a worker that
@@ -89,7 +93,7 @@ for i = 1, nb do
     if kind == 'c' then cap = math.max(1, math.floor(cap * frac)) end
     if redis.call('ZCARD', key) >= cap then return {0, ARGV[8 + 3 * nb], 'concurrency'} end
     local ttl = tonumber(ARGV[5])
-    if kind == 'ss' then ttl = math.min(ttl, SS_TTL) end
+    if kind == 'ss' then ttl = SS_TTL end
     table.insert(conc, {key, ttl})
   end
 end
@@ -142,10 +146,10 @@ if not reserved then
 end
 for _, lease in ipairs(conc) do
   redis.call('ZADD', lease[1], now + lease[2], ARGV[4])
-  redis.call('PEXPIRE', lease[1], math.ceil(tonumber(ARGV[5]) * 1000))
+  redis.call('PEXPIRE', lease[1], KEY_TTL_MS)
 end
 return {1, '0', 'ok'}
-""".replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S))
+""".replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace("KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
 
 # Give back concurrency leases and correct token cells by what the call really cost.
 # KEYS[1] pace hash, KEYS[1+i] bucket i. ARGV: lease_id, token_delta, nb, then per bucket (kind, rate).
@@ -217,6 +221,16 @@ class Limiter:
         self.horizon_s = horizon_s
         self._acquire = client.register_script(_ACQUIRE)
         self._settle = client.register_script(_SETTLE)
+        #: Set by `keep_leases_alive` in a process whose heartbeat refreshes them.
+        self.held: Optional[HeldLeases] = None
+
+    def keep_leases_alive(self, ttl_s: float) -> HeldLeases:
+        """From now on, cap leases taken for a job live `ttl_s` unless `held.refresh` pushes them on.
+
+        Only for a process whose heartbeat calls `held.refresh` well within
+        `ttl_s` (tasks.leases): else a long call would lose its slot."""
+        self.held = HeldLeases(self.redis, ttl_s)
+        return self.held
 
     # --- keys ---------------------------------------------------------------
 
@@ -276,10 +290,11 @@ class Limiter:
         endpoint = scope_key(provider, model)
         buckets = self._buckets(provider, model, tokens)
         lease_id = uuid.uuid4().hex
+        held = self.held if job_key and not probe else None
         keys = [self.pace_key(endpoint), self.bucket_key(endpoint, f"line:{lane}"),
                 job_key or self.bucket_key(endpoint, "nojob")] + [b[0] for b in buckets]
-        args: List[Any] = [frac, self.burst_s, self.horizon_s, lease_id, LEASE_TTL_S, "1" if reserved else "0",
-                           len(buckets)]
+        args: List[Any] = [frac, self.burst_s, self.horizon_s, lease_id, held.ttl_s if held else LEASE_TTL_S,
+                           "1" if reserved else "0", len(buckets)]
         for _, kind, rate, cost in buckets:
             args += [kind, rate, cost]
         args += [CONCURRENCY_RETRY_S, "1" if probe else "0"]
@@ -291,6 +306,8 @@ class Limiter:
                 raise reply
             code, wait, reason = reply
             code = int(code)
+            if code == 1 and held is not None:
+                held.hold(lease_id, job_key, [key for key, kind, _, _ in buckets if kind == "c"])
             reason = reason.decode() if isinstance(reason, bytes) else str(reason)
             return Admission(granted=code == 1, wait_s=max(0.0, float(wait)), reason=reason, reserved=code == 2,
                              lease_id=lease_id if code == 1 else "", tokens=tokens, buckets=kept)
@@ -304,6 +321,10 @@ class Limiter:
         With `pipe` the call is only queued there."""
         if not admission.granted:
             return
+        if self.held is not None:
+            # Not refreshed any more: even if the ZREM below never lands, the
+            # lease lapses within the short TTL.
+            self.held.release(admission.lease_id)
         delta = 0 if actual_tokens is None else int(actual_tokens) - admission.tokens
         keys = [self.pace_key(endpoint)] + [b[0] for b in admission.buckets]
         args: List[Any] = [admission.lease_id, delta, len(admission.buckets)]

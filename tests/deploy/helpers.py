@@ -23,9 +23,14 @@ ENV_EXAMPLE = REPO / "deploy" / ".env.example"
 PROMETHEUS = REPO / "deploy" / "prometheus.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "promptq-dashboard.json"
 
-# Variable names that hold secrets: *_API_KEY, *_PASSWORD, FLOWER_BASIC_AUTH, ...
+# Variable names that hold secrets: *_API_KEY(S), *_PASSWORD, FLOWER_BASIC_AUTH, ...
 # (anchored at the end for KEY/AUTH so PROMPTQ_KEY_PREFIX is not one).
-SECRET_NAME = re.compile(r"(?:KEY|AUTH|CREDENTIALS?)$|PASSWORD|PASSWD|SECRET|TOKEN", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(?:KEYS?|AUTH|CREDENTIALS?)$|PASSWORD|PASSWD|SECRET|TOKEN", re.IGNORECASE)
+
+# PROMPTQ_* variables `promptq serve` reads (workers/server/config.py) that are
+# not fields of tasks.settings.Settings.
+SERVER_ENV = ("PROMPTQ_API_KEYS", "PROMPTQ_API_KEYS_FILE", "PROMPTQ_FILES_DIR")
+SERVER_CONFIG = REPO / "workers" / "server" / "config.py"
 
 # The providers promptq ships; each has a `promptq.<name>` queue that some
 # compose worker must consume, or jobs sent there wait forever.

@@ -23,6 +23,7 @@ from .helpers import (
     healthcheck_command,
     is_promptq_service,
     option_value,
+    published_ports,
     services,
     worker_services,
 )
@@ -73,7 +74,7 @@ def _check_command_line(cli: click.Group, where: str, argv: List[str]) -> None:
 def test_compose_runs_promptq_commands():
     # Guards the test below against passing vacuously.
     subs = {argv[0] for _, argv in _promptq_command_lines()}
-    assert {"worker", "flower"} <= subs, subs
+    assert {"worker", "flower", "serve"} <= subs, subs
 
 
 def test_every_promptq_command_in_compose_exists(cli):
@@ -104,9 +105,26 @@ def test_published_promptq_services_listen_beyond_the_container_loopback(cli):
         if not (is_promptq_service(svc) and svc.get("ports") and argv):
             continue
         command = cli.commands[argv[0]]
-        if "address" in {p.name for p in command.params}:
-            address = _effective_option(command, argv, "address")
-            assert address in ("0.0.0.0", "::", ""), f"{name}: `promptq {argv[0]}` binds {address!r} in the container"
+        bind = {"address", "host"} & {p.name for p in command.params}  # flower --address, serve --host
+        assert bind, f"{name}: publishes a port, but `promptq {argv[0]}` has no bind option to check"
+        address = _effective_option(command, argv, bind.pop())
+        assert address in ("0.0.0.0", "::", ""), f"{name}: `promptq {argv[0]}` binds {address!r} in the container"
+
+
+def test_published_promptq_services_publish_the_port_they_listen_on(cli):
+    # `serve` without --port listens on its default (8000): the published
+    # target must be whatever click would give the command, default included.
+    checked = set()
+    for name, svc in services().items():
+        argv = command_tokens(svc)
+        if not (is_promptq_service(svc) and svc.get("ports") and argv):
+            continue
+        listens = str(_effective_option(cli.commands[argv[0]], argv, "port"))
+        targets = {target for _, _, target in published_ports(svc)}
+        assert targets == {listens}, f"{name}: `promptq {argv[0]}` listens on {listens}, compose publishes {targets}"
+        checked.add(argv[0])
+    assert {"serve", "flower"} <= checked, checked
+    assert str(_effective_option(cli.commands["serve"], ["serve"], "port")) == "8000"  # serve's default, as README says
 
 
 def test_worker_flag_values_are_valid():

@@ -29,6 +29,8 @@ from .helpers import (
     ENV_EXAMPLE,
     REPO,
     SECRET_NAME,
+    SERVER_CONFIG,
+    SERVER_ENV,
     command_tokens,
     compose,
     dockerignore_excludes,
@@ -48,7 +50,7 @@ from .helpers import (
 )
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-CORE_SERVICES = ("redis", "worker-cloud", "worker-local", "flower")
+CORE_SERVICES = ("redis", "worker-cloud", "worker-local", "serve", "flower")
 
 # A compose variable reference with no default: ${VAR}, ${VAR:?msg}, ${VAR?msg}.
 REF_NO_DEFAULT = r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*)?\}"
@@ -65,7 +67,14 @@ KEY_SHAPES = [
 
 
 def _settings_env_names():
-    return {"PROMPTQ_" + f.name.upper() for f in dataclasses.fields(Settings)} | {"PROMPTQ_CONFIG"}
+    return {"PROMPTQ_" + f.name.upper() for f in dataclasses.fields(Settings)} | {"PROMPTQ_CONFIG"} | set(SERVER_ENV)
+
+
+def test_server_env_names_are_the_ones_serve_reads():
+    # SERVER_ENV widens the known PROMPTQ_* names: each must really be read.
+    source = SERVER_CONFIG.read_text(encoding="utf-8")
+    for name in SERVER_ENV:
+        assert f'"{name}"' in source, f"{name} is not read by workers/server/config.py"
 
 
 # --- (a) the compose spec ----------------------------------------------------
@@ -178,6 +187,45 @@ def test_flower_is_published_on_loopback_only_and_requires_basic_auth():
     assert not env_files(flower), "flower should not load .env (it holds every provider key)"
     assert not [k for k in environment(flower) if k.endswith("_API_KEY")]
     assert "/healthcheck" in " ".join(healthcheck_command(flower)), "flower's healthcheck should use the open /healthcheck"
+
+
+def test_serve_is_published_on_loopback_only_and_requires_client_keys():
+    serve = services()["serve"]
+    assert command_tokens(serve)[:1] == ["serve"]
+    ports = published_ports(serve)
+    assert ports and all(host == "127.0.0.1" for host, _, _ in ports), ports
+    # Bound beyond loopback, serve refuses to start without keys: `:?` makes
+    # compose say so up front instead of a container in a restart loop.
+    keys = environment(serve).get("PROMPTQ_API_KEYS") or ""
+    assert re.fullmatch(r"\$\{PROMPTQ_API_KEYS:\?[^}]*\}", keys), f"PROMPTQ_API_KEYS must be required, got {keys!r}"
+    # The front needs the broker and its clients' keys, not the providers' keys.
+    assert not env_files(serve), "serve should not load .env (it holds every provider key)"
+    assert not [k for k in environment(serve) if k.endswith("_API_KEY")]
+    # Its files outlive the container.
+    files_dir = environment(serve).get("PROMPTQ_FILES_DIR")
+    assert any(kind == "volume" and target == files_dir for kind, _, target in volume_mounts(serve)), files_dir
+    # The image carries the `server` extra, without which `promptq serve` exits at once.
+    build = serve.get("build") or {}
+    extras = str((build.get("args") or {}).get("EXTRAS", ""))
+    assert "server" in extras.split(","), f"serve's image is built without the server extra (EXTRAS={extras!r})"
+
+
+def test_serve_healthcheck_asks_the_open_health_route():
+    from starlette.testclient import TestClient
+
+    from promptq.workers.server.app import create_app
+    from promptq.workers.server.config import ServerConfig, digest
+
+    check = " ".join(healthcheck_command(services()["serve"]))
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)['\"]", check)
+    assert url, f"serve's healthcheck makes no HTTP request: {check}"
+    port = {target for _, _, target in published_ports(services()["serve"])}
+    assert port == {url.group(1)}, f"serve's healthcheck asks port {url.group(1)}, it publishes {port}"
+    # The route answers 200 without a key while keys are required (a 401 would
+    # mark a healthy front unhealthy); the app is built without Redis.
+    app = create_app(ServerConfig(key_digests=frozenset({digest("k" * 32)})), Settings(), client=object())
+    assert TestClient(app).get(url.group(2)).status_code == 200
+    assert TestClient(app).get("/v1/models").status_code == 401  # ... and the check itself can fail
 
 
 def test_redis_has_password_persistence_and_healthcheck():
@@ -304,4 +352,4 @@ def test_secret_check_catches_literals():
 def test_promptq_image_services_are_recognised():
     # Sanity for the CLI test: the services it checks are the ones built from deploy/Dockerfile.
     names = {name for name, svc in services().items() if is_promptq_service(svc)}
-    assert {"worker-cloud", "worker-local", "flower"} <= names, names
+    assert {"worker-cloud", "worker-local", "serve", "flower"} <= names, names

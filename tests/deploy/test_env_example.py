@@ -17,7 +17,7 @@ import pytest
 
 from promptq.tasks.settings import Settings
 
-from .helpers import ENV_EXAMPLE, REPO, compose, iter_strings
+from .helpers import ENV_EXAMPLE, REPO, SERVER_ENV, compose, iter_strings
 
 # The provider variables the CLI/provider layer reads (from the project brief).
 PROVIDER_VARS = (
@@ -32,7 +32,7 @@ PROVIDER_VARS = (
     "LLAMACPP_API_KEY",
     "LLAMACPP_BINARY",
 )
-COMPOSE_REQUIRED = ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH")
+COMPOSE_REQUIRED = ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "PROMPTQ_API_KEYS")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,7 @@ def test_documented_defaults_load_back_to_the_defaults(text):
 
 def test_no_stale_promptq_variables(text):
     known = {"PROMPTQ_" + f.name.upper() for f in dataclasses.fields(Settings)} | {"PROMPTQ_CONFIG"}
+    known |= set(SERVER_ENV)  # read by `promptq serve`, not Settings fields
     mentioned = set(re.findall(r"\bPROMPTQ_[A-Z0-9_]+", text))
     # Rate limits per provider are read by name pattern (tasks.limits.env_limits).
     from promptq.tasks.limits import env_limits

@@ -132,3 +132,24 @@ def test_reap_counts_a_batch_job_as_recovered(runtime, redis_client, keys):
     assert LeaseKeeper(rt).reap() == 1
     counters = {k.decode(): int(v) for k, v in redis_client.hgetall(keys.batch("b1")).items()}
     assert (counters["queued"], counters["running"], counters["recovered"]) == (1, 0, 1)
+
+
+def test_the_beat_keeps_running_jobs_cap_leases_alive_and_lets_the_rest_lapse(runtime, redis_client, keys):
+    from promptq.tasks.limiter import LEASE_TTL_S, Limiter
+    from promptq.tasks.limits import Limit
+
+    rt = runtime(lease_ttl_s=60, heartbeat_s=30)  # the keeper's own loop stays out of the way
+    rt.limiter = Limiter(redis_client, "promptq", {"openai": Limit(concurrency=5)})
+    keeper = LeaseKeeper(rt).start()
+    cap = "promptq:cap:openai:conc"
+    keeper.add("running")
+    running = rt.limiter.acquire("openai", "m", job_key=keys.job("running"))
+    gone = rt.limiter.acquire("openai", "m", job_key=keys.job("gone"))  # its job left without settling
+    scores = dict(redis_client.zrange(cap, 0, -1, withscores=True))
+    now = float(redis_client.time()[0])
+    assert all(s <= now + 61 for s in scores.values()) and LEASE_TTL_S > 61  # short: the keeper's lease time
+    keeper.beat()
+    after = dict(redis_client.zrange(cap, 0, -1, withscores=True))
+    assert after[running.lease_id.encode()] > scores[running.lease_id.encode()]
+    assert after[gone.lease_id.encode()] == scores[gone.lease_id.encode()]  # not pushed on: it lapses
+    assert rt.limiter.held.held() == [running.lease_id]

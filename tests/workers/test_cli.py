@@ -49,6 +49,22 @@ def test_prompt_from_stdin_and_stream_prints_text_live(redis_server):
     assert out.stdout.strip() == f"echo: {prompt}"
 
 
+def test_submit_spill_is_kept_in_the_job_record(redis_server, client):
+    # `--spill` as in `batch submit --spill` and Client.submit(spill=True).
+    targets = ["--to", "openai:gpt-4o-mini", "--to", "claude:claude-3-5-haiku-latest"]
+    out = promptq(redis_server, "submit", "--spill", *targets, f"may spill #{uuid.uuid4().hex[:6]}")
+    assert out.returncode == 0, out.stderr
+    spilling = out.stdout.strip()
+    assert client.store.get(spilling).spec.get("spill") is True
+    out = promptq(redis_server, "submit", *targets, f"stays put #{uuid.uuid4().hex[:6]}")
+    assert out.returncode == 0, out.stderr
+    staying = out.stdout.strip()
+    assert not client.store.get(staying).spec.get("spill")  # opt-in
+    # Both run as usual (and are done before the next test scripts the fakes).
+    for job_id in (spilling, staying):
+        assert promptq(redis_server, "result", job_id, "--wait", "--timeout", "30").returncode == 0
+
+
 def test_exit_codes_for_failure_timeout_not_found_and_refusal(redis_server, fakes):
     openai, anthropic = fakes
     openai.push("invalid")

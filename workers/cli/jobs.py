@@ -102,11 +102,14 @@ def _parse_params(params: Tuple[str, ...]) -> Dict[str, Any]:
 @click.option("--id", "job_id", help="Job id to use (the same job again does nothing; another job under it is refused).")
 @click.option("--priority", type=click.Choice(["interactive", "batch"], case_sensitive=False), default="interactive",
               show_default=True, help="Lane: workers take interactive jobs before batch ones.")
+@click.option("--spill", is_flag=True,
+              help="If its target has had no capacity for a while, move to a later --to target (not a failure).")
 @pass_state
 @redis_errors
 def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system_prompt: Optional[str],
            messages: Optional[str], params: Tuple[str, ...], stream: bool, custom_id: Optional[str],
-           metadata: Optional[str], max_retries: Optional[int], job_id: Optional[str], priority: str) -> None:
+           metadata: Optional[str], max_retries: Optional[int], job_id: Optional[str], priority: str,
+           spill: bool = False) -> None:
     """Enqueue a job; print its id. PROMPT '-' reads the prompt from stdin."""
     from promptq.tasks.job import JobValidationError
 
@@ -122,7 +125,7 @@ def submit(state: State, prompt: Optional[str], targets: Tuple[str, ...], system
             system_prompt=_argument(system_prompt, "--system"), parameters=_parse_params(params), stream=stream,
             custom_id=_argument(custom_id, "--custom-id"), metadata=_parse_json(_argument(metadata, "--metadata"), "--metadata"),
             max_retries=max_retries, job_id=job_id,
-            priority=priority.lower(),
+            priority=priority.lower(), spill=spill,
         )
     except JobValidationError as exc:
         fail(f"job refused: {exc}", EXIT_USAGE)
