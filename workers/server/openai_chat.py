@@ -47,6 +47,7 @@ def _job(state: ServerState, body: Dict[str, Any]) -> Dict[str, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream: must be true or false", param="stream", code="invalid_value")
+    stream_options(body)  # refused here, before a job exists for the request
     parameters = {k: v for k, v in body.items() if k not in OPENAI_NOT_PARAMETERS and v is not None}
     check_parameters(parameters, code="invalid_value")
     return dict(to=targets, messages=messages, parameters=parameters, stream=stream,

@@ -138,3 +138,15 @@ def test_refusal_reaches_the_sdk(openai_client):
                                                         messages=[{**messages[0], "content": messages[0]["content"] + " s"}]))
     refusals = [c.choices[0].delta.refusal for c in chunks if c.choices and c.choices[0].delta.refusal]
     assert refusals and chunks[-1].choices[0].finish_reason == "content_filter"
+
+
+def test_bad_stream_options_are_refused_before_any_job_is_submitted(openai_client, redis_server):
+    import openai
+
+    client = redis_server.client()
+    before = set(client.scan_iter(match="promptq:job:*"))
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.chat.completions.create(model="fast", stream=True, stream_options="usage please",
+                                              messages=[{"role": "user", "content": "hi"}])
+    assert "stream_options" in str(info.value)
+    assert set(client.scan_iter(match="promptq:job:*")) == before  # nothing ran for a refused request
