@@ -62,6 +62,16 @@ class HTTPProvider(LLMProvider):
         adapter = AbortableAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # What requests works out from the environment for this base URL
+        # (HTTP(S)_PROXY / NO_PROXY, REQUESTS_CA_BUNDLE), worked out once:
+        # per call it walked os.environ and looked for ~/.netrc, a tenth of a
+        # worker's CPU per job (py-spy, bench/). It also keeps a ~/.netrc
+        # entry from replacing the provider's own Authorization header.
+        found = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self.session.proxies.update(found.get("proxies") or {})
+        self.session.verify = found.get("verify", True)
+        self.session.cert = found.get("cert")
+        self.session.trust_env = False
 
     def headers(self) -> Dict[str, str]:
         """Request headers, auth included. Never logged."""

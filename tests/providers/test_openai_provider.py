@@ -173,3 +173,38 @@ def test_calls_and_finished_streams_reuse_one_pooled_connection(provider, caplog
     opened = [r for r in caplog.records
               if "Starting new HTTP connection" in r.getMessage() or "Resetting dropped connection" in r.getMessage()]
     assert len(opened) == 1  # a stream read past [DONE] hands its connection back
+
+
+def test_a_netrc_entry_for_the_host_does_not_replace_the_providers_key(fake_openai, tmp_path, monkeypatch):
+    # requests, trusting the environment, would send ~/.netrc's login as Basic auth instead.
+    host = fake_openai.base_url.split("//", 1)[1].split(":", 1)[0]
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {host} login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    p = OpenAIProvider({"api_key": fake_openai.api_key, "base_url": fake_openai.base_url})
+    try:
+        assert p.complete("gpt-4o-mini", "hi").text == "echo: hi"
+    finally:
+        p.close()
+    assert fake_openai.requests[-1].headers["authorization"] == f"Bearer {fake_openai.api_key}"
+
+
+def test_proxy_settings_come_from_the_environment_once(fake_openai, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    p = OpenAIProvider({"api_key": "k", "base_url": "https://api.example.invalid/v1"})
+    assert p.session.proxies.get("https") == "http://proxy.invalid:3128"
+    p.close()
+    monkeypatch.setenv("NO_PROXY", "api.example.invalid")
+    p = OpenAIProvider({"api_key": "k", "base_url": "https://api.example.invalid/v1"})
+    assert not p.session.proxies.get("https")  # NO_PROXY covers the base URL
+    p.close()
+    # The fake on loopback is reached directly even with a proxy set for http.
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    p = OpenAIProvider({"api_key": fake_openai.api_key, "base_url": fake_openai.base_url})
+    try:
+        assert p.complete("gpt-4o-mini", "direct").text == "echo: direct"
+    finally:
+        p.close()
