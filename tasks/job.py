@@ -13,7 +13,8 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Sequence
 
 from promptq.providers.error_handling import ProviderError
 from promptq.providers.params import validate as validate_parameters

@@ -27,42 +27,64 @@ class JSONValueError(ValueError):
         super().__init__(f"{path}: {message}")
 
 
-def _check_str(path: str, text: str) -> None:
+def _surrogate(text: str) -> Any:
+    """The UnicodeEncodeError of a string holding a lone surrogate, else None."""
+    if text.isascii():  # O(1) in CPython: most keys and values
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise JSONValueError(path, f"contains a lone surrogate at character {exc.start} (not valid UTF-8)") from None
+        return exc
+    return None
+
+
+def _path(where: Any, root: str) -> str:
+    """The path of a value: built only for an error (per value, it was most of the check's cost)."""
+    parts = []
+    while where is not None:
+        where, key = where
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return root + "".join(reversed(parts))
 
 
 def check_json(value: Any, path: str = "value", max_depth: int = MAX_DEPTH) -> None:
     """Raise JSONValueError unless `value` is plain, finite, UTF-8-clean JSON nested at most `max_depth` deep."""
-    stack: List[Tuple[str, Any, int]] = [(path, value, 0)]
+    # (item, depth, where): `where` is (parent's where, key or index), None at the root.
+    stack: List[Tuple[Any, int, Any]] = [(value, 0, None)]
     while stack:
-        where, item, depth = stack.pop()
+        item, depth, where = stack.pop()
+        if isinstance(item, str):
+            bad = _surrogate(item)
+            if bad is not None:
+                raise JSONValueError(_path(where, path),
+                                     f"contains a lone surrogate at character {bad.start} (not valid UTF-8)")
+            continue
         if item is None or isinstance(item, bool) or isinstance(item, int):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
-                raise JSONValueError(where, f"{item!r} is not a JSON number")
-            continue
-        if isinstance(item, str):
-            _check_str(where, item)
+                raise JSONValueError(_path(where, path), f"{item!r} is not a JSON number")
             continue
         if isinstance(item, (dict, list, tuple)):  # a tuple is written as a JSON array
             if depth >= max_depth:
-                shown = where if len(where) <= 80 else where[:77] + "..."
+                shown = _path(where, path)
+                shown = shown if len(shown) <= 80 else shown[:77] + "..."
                 raise JSONValueError(shown, f"is nested more than {max_depth} levels deep")
             if isinstance(item, dict):
                 for key, child in item.items():
                     if not isinstance(key, str):
-                        raise JSONValueError(where, f"has a {type(key).__name__} key {key!r}; JSON keys are strings")
-                    _check_str(f"{where}.{key!r}", key)
-                    stack.append((f"{where}.{key}", child, depth + 1))
+                        raise JSONValueError(_path(where, path),
+                                             f"has a {type(key).__name__} key {key!r}; JSON keys are strings")
+                    bad = _surrogate(key)
+                    if bad is not None:
+                        raise JSONValueError(f"{_path(where, path)}.{key!r}",
+                                             f"contains a lone surrogate at character {bad.start} (not valid UTF-8)")
+                    stack.append((child, depth + 1, (where, key)))
             else:
                 for i, child in enumerate(item):
-                    stack.append((f"{where}[{i}]", child, depth + 1))
+                    stack.append((child, depth + 1, (where, i)))
             continue
-        raise JSONValueError(where, f"a {type(item).__name__} is not a JSON value")
+        raise JSONValueError(_path(where, path), f"a {type(item).__name__} is not a JSON value")
 
 
 def loads_strict(text: Any, path: str = "value", max_depth: int = MAX_DEPTH) -> Any:
