@@ -25,17 +25,34 @@ class ScriptCall:
     args: Sequence[Any]
 
 
-# A new job sits in inflight (deadline ARGV[6]) until its message is sent
-# and `release` takes it out: a producer that dies in between loses nothing,
-# a reaper sends it instead.
+# A new job sits in inflight (deadline) until its message is sent and
+# `release` takes it out: a producer that dies in between loses nothing, a
+# reaper sends it instead. One body, two entry points: one record
+# (`Client.submit`) or many in one call (`submit_batch`, per chunk).
+_CREATE_FN = """
+local function create(job, batch, inflight, now, token, spec, target_index, has_batch, deadline, id)
+  if redis.call('EXISTS', job) == 1 then return 0 end
+  redis.call('HSET', job, 'status', 'queued', 'token', token, 'spec', spec,
+             'target_index', target_index, 'attempt', '1', 'created_at', now, 'updated_at', now)
+  redis.call('ZADD', inflight, deadline, id)
+  if has_batch == '1' then redis.call('HINCRBY', batch, 'queued', 1) end
+  return 1
+end
+"""
 # KEYS: job, batch, inflight ; ARGV: now, token, spec, target_index, has_batch, deadline, job_id
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'token', ARGV[2], 'spec', ARGV[3],
-           'target_index', ARGV[4], 'attempt', '1', 'created_at', ARGV[1], 'updated_at', ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
-if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'queued', 1) end
-return 1
+_CREATE = _CREATE_FN + """
+return create(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+"""
+# KEYS: batch, inflight, then each job ; ARGV: now, target_index, has_batch, deadline, then per job
+#   token, spec, job_id. Answers 1 or 0 per job, in order.
+_CREATE_MANY = _CREATE_FN + """
+local out = {}
+for i = 3, #KEYS do
+  local a = 5 + (i - 3) * 3
+  out[#out + 1] = create(KEYS[i], KEYS[1], KEYS[2], ARGV[1], ARGV[a], ARGV[a + 1], ARGV[2], ARGV[3], ARGV[4],
+                         ARGV[a + 2])
+end
+return out
 """
 
 # KEYS: job, inflight, batch, attempts, seq ; ARGV: now, job_id, has_batch, ttl
@@ -61,14 +78,35 @@ if st == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') ret
 return st
 """
 
-# KEYS: job, inflight ; ARGV: token, job_id
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  return 1
+_RELEASE_FN = """
+local function release(job, inflight, token, id)
+  if redis.call('HGET', job, 'token') == token and redis.call('HGET', job, 'status') == 'queued' then
+    redis.call('ZREM', inflight, id)
+    return 1
+  end
+  return 0
 end
-return 0
 """
+# KEYS: job, inflight ; ARGV: token, job_id
+_RELEASE = _RELEASE_FN + """
+return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+"""
+# KEYS: inflight, then each job ; ARGV: per job token, job_id. Answers 1 or 0 per job.
+_RELEASE_MANY = _RELEASE_FN + """
+local out = {}
+for i = 2, #KEYS do
+  out[#out + 1] = release(KEYS[i], KEYS[1], ARGV[2 * i - 3], ARGV[2 * i - 2])
+end
+return out
+"""
+
+
+def _encoded(spec: Dict[str, Any]) -> str:
+    try:
+        check_json(spec, "job")
+        return json.dumps(spec, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise JSONValueError("job", f"cannot be stored: {exc}") from None
 
 
 class StoreCalls:
@@ -106,6 +144,24 @@ class StoreCalls:
             [time.time(), job_id, has_batch, self.result_ttl_s],
         )
 
+    def create_many(self, specs: Sequence[Dict[str, Any]], tokens: Sequence[str], batch_id: Optional[str],
+                    send_deadline_s: float = 30.0) -> ScriptCall:
+        """`create` for many records of one batch (target 0) in one call; answers 1 or 0 per spec."""
+        batch_key, has_batch = self._batch_key(batch_id)
+        now = time.time()
+        args: list = [now, 0, has_batch, now + send_deadline_s]
+        for spec, token in zip(specs, tokens):
+            args += [token, _encoded(spec), spec["id"]]
+        return ScriptCall(_CREATE_MANY, [batch_key, self.keys.inflight, *(self.keys.job(s["id"]) for s in specs)],
+                          args)
+
     def release(self, job_id: str, token: str) -> ScriptCall:
         """Answers 1 if the job left inflight (its message is sent and it is still queued)."""
         return ScriptCall(_RELEASE, [self.keys.job(job_id), self.keys.inflight], [token, job_id])
+
+    def release_many(self, jobs: Sequence[Tuple[str, str]]) -> ScriptCall:
+        """`release` for many (job id, token) pairs in one call; answers 1 or 0 per job."""
+        args: list = []
+        for job_id, token in jobs:
+            args += [token, job_id]
+        return ScriptCall(_RELEASE_MANY, [self.keys.inflight, *(self.keys.job(j) for j, _ in jobs)], args)

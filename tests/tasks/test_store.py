@@ -395,3 +395,28 @@ def test_a_batch_expires_twice_the_record_ttl_after_its_last_job_finished(store,
     for key in (keys.batch("b9"), keys.batch_jobs("b9")):
         assert store.result_ttl_s * 2 - 5 <= redis_client.ttl(key) <= store.result_ttl_s * 2
     assert 0 < redis_client.ttl(keys.job("j1")) <= store.result_ttl_s
+
+
+def test_create_many_writes_new_records_in_order_and_skips_existing_ones(store, redis_client, keys):
+    specs = [{"id": f"m{i}", "targets": ["mock:m"], "prompt": f"p{i}", "batch_id": "b1"} for i in range(3)]
+    store.create(specs[1], "old-token")  # a line submitted before
+    pipe = redis_client.pipeline(transaction=False)
+    store.create_many(specs, ["t0", "t1", "t2"], "b1", pipe, send_deadline_s=30)
+    (created,) = pipe.execute()
+    assert created == [1, 0, 1]
+    assert redis_client.hget(keys.job("m1"), "token") == b"old-token"  # the existing record untouched
+    assert redis_client.hget(keys.job("m2"), "token") == b"t2"
+    assert {m.decode() for m in redis_client.zrange(keys.inflight, 0, -1)} == {"m0", "m1", "m2"}
+    assert redis_client.hget(keys.batch("b1"), "queued") == b"3"  # the earlier line, then two new ones
+
+
+def test_release_many_releases_only_queued_jobs_still_holding_the_token(store, redis_client, keys):
+    specs = [{"id": f"r{i}", "targets": ["mock:m"], "prompt": "p", "batch_id": None} for i in range(3)]
+    for i, spec in enumerate(specs):
+        store.create(spec, f"t{i}")
+    redis_client.hset(keys.job("r1"), "status", "running")  # a worker started it already: stays in inflight
+    pipe = redis_client.pipeline(transaction=False)
+    store.release_many([("r0", "t0"), ("r1", "t1"), ("r2", "stale")], pipe)
+    (released,) = pipe.execute()
+    assert released == [1, 0, 0]
+    assert {m.decode() for m in redis_client.zrange(keys.inflight, 0, -1)} == {"r1", "r2"}
