@@ -184,13 +184,11 @@ class JobSpec:
             raise JobValidationError("rate_limit_deadline_s", "must be a number of seconds above 0, at most 30 days")
         if not isinstance(self.spill, bool):
             raise JobValidationError("spill", "must be true or false")
-        for name, value in (("parameters", self.parameters), ("metadata", self.metadata)):
-            try:
-                encoded = json.dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise JobValidationError(name, f"must be JSON-serialisable ({exc})") from None
-            if name == "metadata" and len(encoded) > MAX_METADATA_BYTES:
-                raise JobValidationError(name, f"is {len(encoded)} bytes, the limit is {MAX_METADATA_BYTES}")
+        # check_json above made both serialisable; only metadata's size is left to measure.
+        if self.metadata:
+            size = len(json.dumps(self.metadata))
+            if size > MAX_METADATA_BYTES:
+                raise JobValidationError("metadata", f"is {size} bytes, the limit is {MAX_METADATA_BYTES}")
 
         try:
             # The same check a provider makes before a call, here at submit
