@@ -196,8 +196,6 @@ class JobSpec:
             validate_parameters(self.parameters)
         except ProviderError as exc:
             raise JobValidationError("parameters", str(exc)) from None
-        for name in ("prompt", "system_prompt", "messages", "parameters", "metadata", "custom_id"):
-            _refuse_bad_unicode(name, getattr(self, name))
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -300,17 +298,3 @@ def _refuse_secrets(where: str, data: Any) -> None:
     elif isinstance(data, list):
         for i, value in enumerate(data):
             _refuse_secrets(f"{where}[{i}]", value)
-
-
-def _refuse_bad_unicode(where: str, value: Any) -> None:
-    # A str holding lone surrogates is what Python makes of bytes that were
-    # not UTF-8 (argv, surrogateescape); it cannot be stored or sent. A batch
-    # line with such bytes is refused as "not UTF-8"; so is a job.
-    if value is None:
-        return
-    try:
-        (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise JobValidationError(where, f"not UTF-8 (undecodable byte at char {exc.start})") from None
-    except (TypeError, ValueError):
-        pass  # not JSON: the checks above or below name that
