@@ -22,8 +22,6 @@ rules stay written once.
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence
 
@@ -31,9 +29,8 @@ import redis.asyncio as aredis
 from redis.exceptions import NoScriptError
 
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
-                          Send, Sleep, Subscribe, stream_item)
+                          Send, Sleep, Subscribe, send_commands, stream_item)
 from .job import JobSpec
-from .lanes import lane_of, list_key
 from .pubsub_hub import PubSubHub
 from .settings import Settings
 from .store import JobRecord
@@ -289,26 +286,13 @@ class AsyncClient:
             self._declared.add(step.queue)
         envelope = self._messages.envelope(step.job_id, step.spec, step.token, step.queue,
                                            target_index=step.target_index, attempt=step.attempt)
-        # kombu keeps each lane of a queue in its own list; workers pop the interactive one first.
-        target_list = list_key(step.queue, lane_of(step.spec))
-        if step.release is None:
-            await self.redis.lpush(target_list, envelope)
-            return
-        # Message and release in one round trip, in that order. EVALSHA by
-        # hand: a pipeline of Script calls asks SCRIPT EXISTS first.
-        release = step.release
         pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(target_list, envelope)
-        pipe.execute_command("EVALSHA", _sha1(release.source), len(release.keys), *release.keys, *release.args)
-        pushed, released = await pipe.execute(raise_on_error=False)
+        for command in send_commands(step, envelope):
+            pipe.execute_command(*command)
+        pushed, *released = await pipe.execute(raise_on_error=False)
         if isinstance(pushed, Exception):
             raise pushed
-        if isinstance(released, NoScriptError):
-            await self._io(release)  # loads the script, then runs it
-        elif isinstance(released, Exception):
-            raise released
-
-
-@functools.lru_cache(maxsize=32)
-def _sha1(source: str) -> str:
-    return hashlib.sha1(source.encode("utf-8")).hexdigest()
+        if released and isinstance(released[0], NoScriptError):
+            await self._io(step.release)  # loads the script, then runs it
+        elif released and isinstance(released[0], Exception):
+            raise released[0]

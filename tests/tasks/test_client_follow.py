@@ -124,8 +124,8 @@ def test_job_whose_send_crashed_is_not_lost(client, redis_client, keys, monkeypa
     def crash(*args, **kwargs):
         raise ConnectionError("producer died between create and send")
 
-    # The blocking client sends through Celery, the async one through its own LPUSH.
-    target, name = (client.aclient, "_send") if isinstance(client, BlockingAsyncClient) else (client, "send")
+    # Both clients send the message (and the release) in one round trip of their own.
+    target, name = (client.aclient, "_send") if isinstance(client, BlockingAsyncClient) else (client, "_send")
     monkeypatch.setattr(target, name, crash)
     with pytest.raises(ConnectionError):
         client.submit("hi", to=["mock:m"], job_id="j1")
@@ -310,3 +310,17 @@ def test_requeued_stream_job_is_followed_afresh(client, store, publisher, redis_
     # The job is queued again: result() must wait for its new outcome, not report the old one.
     with pytest.raises(TimeoutError):
         client.result("j1", timeout=1.5)
+
+
+def test_a_submit_is_its_record_then_one_round_trip_for_message_and_release(client, redis_client, keys):
+    from promptq.tasks.lanes import queue_lists
+
+    client.submit("warm", to=["mock:m"], job_id="warm")  # scripts loaded, queue declared
+    redis_client.config_resetstat()
+    client.submit("hi", to=["mock:m"], job_id="j1")
+    calls = {name[len("cmdstat_"):]: v["calls"] for name, v in redis_client.info("commandstats").items()}
+    # create (EVALSHA), then LPUSH + release (EVALSHA) pipelined; no Celery task-sent PUBLISH.
+    # (Commands the scripts run are counted too: hget, hset, zadd, zrem...)
+    assert calls["evalsha"] == 2 and calls["lpush"] == 1 and "publish" not in calls
+    assert redis_client.zscore(keys.inflight, "j1") is None  # released: the broker holds it
+    assert sum(redis_client.llen(key) for key in queue_lists("promptq.mock").values()) == 2
