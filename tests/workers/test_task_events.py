@@ -31,7 +31,7 @@ def test_task_events_arrive_complete_and_batched(worker, client, redis_server):
         nonlocal messages, first, last
         message = listener.get_message(timeout=0.2)
         while message is not None:
-            # task-sent events are the producer's (one per submit), not the worker's.
+            # task-sent events are a producer's (a worker's failover sends them), not this count's.
             if message["type"] == "pmessage" and not message["channel"].endswith(b"task.sent"):
                 now = time.monotonic()
                 first, last, messages = first or now, now, messages + 1
