@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence
 
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
 
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
-                          Send, Sleep, Subscribe, send_commands, stream_item)
+                          Send, Sleep, Subscribe, stream_item)
 from .job import JobSpec
+from .message_send import JobSender
 from .pubsub_hub import PubSubHub
 from .settings import Settings
 from .store import JobRecord
@@ -72,8 +72,7 @@ class AsyncClient:
                                            max_connections=max_connections)
         self._scripts: Dict[str, Any] = {}
         self._hub = PubSubHub(self.redis)
-        self._messages: Any = None
-        self._declared: set = set()
+        self._sender: Any = None
         self._sync: Any = None
 
     async def __aenter__(self) -> "AsyncClient":
@@ -274,25 +273,19 @@ class AsyncClient:
             return None
         raise TypeError(f"unknown step {step!r}")
 
-    async def _send(self, step: Send) -> None:
-        if self._messages is None:
-            from .batch_submit import MessageBuilder
+    @property
+    def sender(self) -> JobSender:
+        if self._sender is None:
+            self._sender = JobSender(self.app)
+        return self._sender
 
-            self._messages = MessageBuilder(self.app)
-        if step.queue not in self._declared:
-            # kombu declares a queue's binding once per process before its
-            # first publish; its connection is blocking, so off the loop.
-            await asyncio.to_thread(self._messages.declare, [step.queue])
-            self._declared.add(step.queue)
-        envelope = self._messages.envelope(step.job_id, step.spec, step.token, step.queue,
-                                           target_index=step.target_index, attempt=step.attempt)
+    async def _send(self, step: Send) -> None:
+        """Message and release in one round trip (tasks.message_send)."""
+        if self.sender.needs_declare(step.queue):
+            # kombu's connection is blocking: off the loop.
+            await asyncio.to_thread(self.sender.declare, step.queue)
         pipe = self.redis.pipeline(transaction=False)
-        for command in send_commands(step, envelope):
+        for command in self.sender.commands(step):
             pipe.execute_command(*command)
-        pushed, *released = await pipe.execute(raise_on_error=False)
-        if isinstance(pushed, Exception):
-            raise pushed
-        if released and isinstance(released[0], NoScriptError):
+        if self.sender.release_again(await pipe.execute(raise_on_error=False)):
             await self._io(step.release)  # loads the script, then runs it
-        elif released and isinstance(released[0], Exception):
-            raise released[0]

@@ -21,11 +21,12 @@ import redis
 
 from .app import create_app
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobIdConflict, JobNotFound, Listen,
-                          Protocol, Reset, Send, Sleep, Subscribe, same_job, send_commands, stream_item)
+                          Protocol, Reset, Send, Sleep, Subscribe, same_job, stream_item)
 from .events import EventPublisher
 from .job import JobSpec
 from .keys import TASK_NAME
 from .lanes import route
+from .message_send import JobSender
 from .settings import Settings
 from .store import JobRecord, JobStore
 from .store_calls import ScriptCall
@@ -68,8 +69,7 @@ class Client:
             self.redis, self.keys, maxlen=self.settings.stream_maxlen, ttl_s=self.settings.stream_ttl_s
         )
         self._scripts: Dict[str, Any] = {}
-        self._messages: Any = None  # tasks.batch_submit.MessageBuilder, built on the first send
-        self._declared: set = set()
+        self.sender = JobSender(self.app)
 
     # --- submitting -----------------------------------------------------------
 
@@ -191,26 +191,14 @@ class Client:
                 pubsub.close()
 
     def _send(self, step: Send) -> None:
-        """Message and release in one round trip (`client_core.send_commands`)."""
-        if self._messages is None:
-            from .batch_submit import MessageBuilder
-
-            self._messages = MessageBuilder(self.app)
-        if step.queue not in self._declared:
-            self._messages.declare([step.queue])  # kombu's binding, once per queue per process
-            self._declared.add(step.queue)
-        envelope = self._messages.envelope(step.job_id, step.spec, step.token, step.queue,
-                                           target_index=step.target_index, attempt=step.attempt)
+        """Message and release in one round trip (tasks.message_send)."""
+        if self.sender.needs_declare(step.queue):
+            self.sender.declare(step.queue)
         pipe = self.redis.pipeline(transaction=False)
-        for command in send_commands(step, envelope):
+        for command in self.sender.commands(step):
             pipe.execute_command(*command)
-        pushed, *released = pipe.execute(raise_on_error=False)
-        if isinstance(pushed, Exception):
-            raise pushed
-        if released and isinstance(released[0], redis.exceptions.NoScriptError):
+        if self.sender.release_again(pipe.execute(raise_on_error=False)):
             self._io(step.release)  # loads the script, then runs it
-        elif released and isinstance(released[0], Exception):
-            raise released[0]
 
     def _io(self, step: Any) -> Any:
         if isinstance(step, ScriptCall):

@@ -18,8 +18,6 @@ follower's events) answers `Deliver` with None and drops the event.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, Generator, List, Optional, Sequence
@@ -27,7 +25,7 @@ from typing import Any, Dict, Generator, List, Optional, Sequence
 from .events import TERMINAL_EVENTS, decode_event, publish_call
 from .job import JobSpec, JobValidationError
 from .keys import Keys
-from .lanes import lane_of, list_key, route
+from .lanes import route
 from .record import TERMINAL, JobRecord, new_token, record_from_replies
 from .settings import Settings
 from .store_calls import ScriptCall, StoreCalls
@@ -127,29 +125,6 @@ class Deliver:
 
 Step = Any  # ScriptCall | Commands | Send | Subscribe | Listen | Sleep | Deliver
 Protocol = Generator[Step, Any, Any]
-
-
-def send_commands(step: Send, envelope: str) -> List[tuple]:
-    """The one round trip that sends a job's message, then takes the job out
-    of inflight (`step.release`), for either shell to pipeline in this order.
-
-    The message goes straight onto its lane's list (kombu's Redis publish is
-    that LPUSH, `tasks.batch_submit.MessageBuilder` writes kombu's envelope);
-    through Celery's `send_task` it took three round trips with the release
-    and the task-sent event. The release is an EVALSHA by hand: a
-    redis-py pipeline of Script calls asks SCRIPT EXISTS first. A NOSCRIPT
-    reply means the shell runs `step.release` as a ScriptCall (it loads it).
-    """
-    commands: List[tuple] = [("LPUSH", list_key(step.queue, lane_of(step.spec)), envelope)]
-    if step.release is not None:
-        release = step.release
-        commands.append(("EVALSHA", _sha1(release.source), len(release.keys), *release.keys, *release.args))
-    return commands
-
-
-@functools.lru_cache(maxsize=32)
-def _sha1(source: str) -> str:
-    return hashlib.sha1(source.encode("utf-8")).hexdigest()
 
 
 class ClientCore:
