@@ -34,7 +34,7 @@ import base64
 import json
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from celery.utils.nodenames import anon_nodename
 
@@ -82,12 +82,23 @@ class MessageBuilder:
         # What send_task would compute per message; constant for a process.
         self.origin = anon_nodename()
         self.reply_to = app.thread_oid
+        self._declared: Set[str] = set()
+
+    def undeclared(self, queues: Iterable[str]) -> Set[str]:
+        """The queues `declare` has not bound yet in this builder."""
+        return set(queues) - self._declared
 
     def declare(self, queues: Iterable[str]) -> None:
-        """Bind each queue once, as kombu's `maybe_declare` does before a first publish."""
+        """Bind each queue once, as kombu's `maybe_declare` does before a first publish.
+
+        Remembered here: each call would otherwise take a producer from the pool."""
+        missing = self.undeclared(queues)
+        if not missing:
+            return
         with self.app.producer_or_acquire() as producer:
-            for name in set(queues):
+            for name in missing:
                 producer.maybe_declare(self.amqp.queues[name])
+        self._declared |= missing
 
     def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str, *,
                  target_index: int = 0, attempt: int = 1) -> str:
@@ -143,7 +154,6 @@ class BulkSubmitter:
         self.owner = new_token()
         self._claim = self.redis.register_script(_CLAIM)
         self._unclaim = self.redis.register_script(_UNCLAIM)
-        self._declared: Set[str] = set()
 
     def claim(self) -> None:
         now = time.time()
@@ -211,7 +221,7 @@ class BulkSubmitter:
         fresh = [(spec, token) for spec, token, ok in zip(specs, tokens, created) if ok]
         if fresh:
             queues = [self.keys.queue(spec["targets"][0].split(":", 1)[0]) for spec, _ in fresh]
-            self._declare(queues)
+            self.messages.declare(queues)
             # One LPUSH per list, its messages in line order: LPUSH k a b c
             # leaves the same list as LPUSH k a; LPUSH k b; LPUSH k c.
             by_list: Dict[str, List[str]] = {}
@@ -228,13 +238,6 @@ class BulkSubmitter:
                 self.store.release_many(jobs[at:at + SCRIPT_LINES], pipe)
             pipe.execute()
         return len(fresh), len(specs) - len(fresh)
-
-    def _declare(self, queues: Sequence[str]) -> None:
-        missing = set(queues) - self._declared
-        if missing:
-            self.messages.declare(missing)
-            self._declared |= missing
-
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -21,20 +21,18 @@ from .lanes import lane_of, list_key
 
 
 class JobSender:
-    """Envelopes and the send round trip for one Celery app; kombu's queue bindings once per queue."""
+    """Envelopes and the send round trip for one Celery app."""
 
     def __init__(self, app: Any):
         self.app = app
         self._messages: Any = None
-        self._declared: set = set()
 
     def needs_declare(self, queue: str) -> bool:
-        return queue not in self._declared
+        return bool(self._builder().undeclared([queue]))
 
     def declare(self, queue: str) -> None:
         """kombu binds a queue once per process before its first publish (a blocking call)."""
         self._builder().declare([queue])
-        self._declared.add(queue)
 
     def commands(self, step: Send) -> List[tuple]:
         """LPUSH of the message, then the release as an EVALSHA by hand (a redis-py
