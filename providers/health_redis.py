@@ -287,6 +287,11 @@ class AllowCheck:
             return True
         return bool(int(self.reply or 0))
 
+    @property
+    def closed(self) -> bool:
+        """The circuit let the call through as closed: not a half-open probe, not an outage."""
+        return not isinstance(self.reply, Exception) and int(self.reply or 0) == 1
+
     def release(self) -> None:
         """The call will not be made: give back a half-open probe it claimed."""
         if isinstance(self.reply, Exception) or int(self.reply or 0) != 2:

@@ -199,7 +199,7 @@ class JobRun:
 
     def _remember_circuit(self, allow: Any) -> None:
         """Closed (not a half-open probe, not an outage): the next job here may ask its budget early."""
-        if not isinstance(allow.reply, Exception) and int(allow.reply or 0) == 1:
+        if allow.closed:
             self.rt.closed_circuits.add(self.endpoint)
         else:
             self.rt.closed_circuits.discard(self.endpoint)

@@ -164,3 +164,17 @@ def test_releasing_a_closed_circuits_answer_touches_no_probe(worker_store, redis
     redis_client.set("promptq:health:provider:openai:probe", "someone-else")
     check.release()
     assert redis_client.get("promptq:health:provider:openai:probe") == b"someone-else"
+
+
+def test_an_answer_says_whether_the_circuit_was_closed(worker_store, redis_client, clock):
+    store = worker_store()
+    assert store.queue_allow_request("openai", store.redis).closed  # never failed
+    for _ in range(POLICY.failure_threshold):
+        store.record_failure("openai", SERVER)
+    assert not store.queue_allow_request("openai", store.redis).closed  # open: refused
+    clock.advance(POLICY.cooldown_s)
+    probe = store.queue_allow_request("openai", store.redis)
+    assert probe.answer() and not probe.closed  # half-open: let through as the probe, not closed
+    outage = store.queue_allow_request("openai", store.redis)
+    outage.reply = redis.ConnectionError("down")
+    assert outage.answer() and not outage.closed  # let through unchecked, not closed

@@ -92,8 +92,7 @@ def test_an_early_admission_for_a_dropped_delivery_gives_its_concurrency_back(jo
 def test_an_open_circuit_is_forgotten_so_the_next_job_asks_after_it(job):
     job.rt.closed_circuits.add(job.endpoint)
 
-    class Denied:
-        reply = 0
-
-    job._remember_circuit(Denied())
+    denied = job.rt.health.queue_allow_request(job.endpoint, job.rt.redis)
+    denied.reply = 0  # what the script answers for an open circuit
+    job._remember_circuit(denied)
     assert job.endpoint not in job.rt.closed_circuits
