@@ -207,7 +207,8 @@ class BulkSubmitter:
         # Records in calls of SCRIPT_LINES: one script call per line cost more
         # in packing and Lua set-up than the records themselves (bench batch),
         # and a call per thousands would hold Redis up for others too long.
-        for at in range(0, len(specs), SCRIPT_LINES):
+        calls = range(0, len(specs), SCRIPT_LINES)
+        for at in calls:
             self.store.create_many(specs[at:at + SCRIPT_LINES], tokens[at:at + SCRIPT_LINES], self.batch_id,
                                    pipe, send_deadline_s=deadline_s)
         unlisted = [s["id"] for s in specs if s["id"] not in listed]
@@ -215,7 +216,7 @@ class BulkSubmitter:
             pipe.rpush(self.list_key, *unlisted)
             pipe.hincrby(self.batch_key, "total", len(unlisted))
         replies = pipe.execute()
-        created = [ok for reply in replies[: -(-len(specs) // SCRIPT_LINES)] for ok in reply]
+        created = [ok for reply in replies[:len(calls)] for ok in reply]  # one 1/0 per line, in order
         listed.update(unlisted)
 
         fresh = [(spec, token) for spec, token, ok in zip(specs, tokens, created) if ok]

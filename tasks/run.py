@@ -262,9 +262,11 @@ class JobRun:
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
         test_hooks.pause("before_record", self.job_id)
         skip = 2 if admission is not None else 1  # settle/pacing replies: they never fail a success
-        acked = [False]
+        tag = self._delivery_tag()
+        acked = False
 
         def write() -> List[Any]:
+            nonlocal acked
             # One round trip: health, attempt, record and `done` event, in that order.
             pipe = self.rt.redis.pipeline(transaction=False)
             self.rt.health.record_success(self.endpoint, result.latency_s or elapsed_s, pipe=pipe)
@@ -282,7 +284,7 @@ class JobRun:
                 model=result.model, finish_reason=result.finish_reason,
             )
             # The message's ack rides along: a finished job's message has nothing left to guard.
-            acked[0] = reliable_fetch.ack_in(pipe, self.rt.keys.prefix, self._delivery_tag())
+            acked = reliable_fetch.ack_in(pipe, self.rt.keys.prefix, tag)
             replies = execute_scripts(self.rt.redis, pipe)
             for reply in replies[1 + skip:]:
                 if isinstance(reply, Exception) and is_transient(reply):
@@ -292,8 +294,8 @@ class JobRun:
         # The answer is paid for: if Redis is away, wait to record it rather
         # than fail the task and have the job called again.
         health, *replies = wait_for_redis(write, f"job {self.job_id}: record result")
-        if acked[0]:
-            reliable_fetch.acked_in_write(self._delivery_tag())
+        if acked:
+            reliable_fetch.acked_in_write(tag)
         self.rt.health.success_recorded(self.endpoint, health)  # logged, never raised
         for reply in replies[skip:]:
             if isinstance(reply, Exception):
