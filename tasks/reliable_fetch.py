@@ -183,10 +183,8 @@ class QoS(kredis.QoS):
     def ack(self, delivery_tag):
         if self._channel_gone():
             return
-        raw = LIVE.get(delivery_tag)
-        if delivery_tag in ACKED_IN_WRITE:
-            ACKED_IN_WRITE.discard(delivery_tag)
-            raw = None  # out of the processing list already (ack_in)
+        # Out of the processing list already if it rode in its task's write (ack_in).
+        raw = None if delivery_tag in ACKED_IN_WRITE else LIVE.get(delivery_tag)
         try:
             if raw is not None:
                 with self.channel.conn_or_acquire() as client:
@@ -342,15 +340,15 @@ class Channel(broker.Channel):
                 tag = None
             else:
                 LIVE[tag] = item
-                self._tags.add(tag)
-            if tag is not None:
                 self._origin[tag] = source
+                self._tags.add(tag)
             self.connection._deliver(payload, queue)
         except Exception as exc:  # noqa: BLE001 - anything else would stop the consumer
             if _redis_unavailable(exc):
                 # Not the message's fault (e.g. OOM publishing Celery's
-                # task-received event): it stays in the processing list, untracked, and is
-                # re-queued from there (tasks.recovery) once Redis is back.
+                # task-received event): it stays in the processing list,
+                # untracked, and is re-queued from there (tasks.recovery)
+                # once Redis is back.
                 if tag is not None:
                     self._forget(tag)
                 if isinstance(exc, REDIS_DOWN):
@@ -403,9 +401,7 @@ class Channel(broker.Channel):
             # What this channel still holds will never be acknowledged
             # through it: left in the list, untracked, for this process's keeper.
             for tag in list(self._tags):
-                LIVE.pop(tag, None)
-            self._tags.clear()
-            self._origin.clear()
+                self._forget(tag)
 
 
 class Transport(broker.Transport):
