@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from promptq.workers.local_stack import WorkerProcess, wait_for
+from promptq.workers.local_stack import WorkerProcess
+from promptq.workers.serve_process import ServeProcess
 
 from .harness import log, percentile
 from .report import row
@@ -38,48 +36,10 @@ TTFT_TARGET_MS = 10.0
 CONC = 32
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Serve:
-    def __init__(self, redis_url: str):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "PROMPTQ_REDIS_URL": redis_url}
-        self.env.pop("PROMPTQ_API_KEYS", None)
-        self.files = tempfile.mkdtemp(prefix="promptq-bench-files-")
-
-    def __enter__(self) -> "Serve":
-        import httpx
-
-        self.log = open(tempfile.mkstemp(prefix="promptq-bench-serve-", suffix=".log")[1], "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "promptq.workers.cli.main", "serve", "--port", str(self.port),
-             "--files-dir", self.files, "--log-level", "warning"],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"promptq serve exited with {self.proc.returncode}")
-            try:
-                return httpx.get(f"{self.base}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 30, 0.1, "promptq serve")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+def _serve(redis_url: str) -> ServeProcess:
+    """The front with no client keys (loopback only), files in a temporary directory."""
+    return ServeProcess(redis_url, Path(tempfile.mkdtemp(prefix="promptq-bench-files-")),
+                        env={"PROMPTQ_API_KEYS": None})
 
 
 def _cpu_s(pid: int) -> float:
@@ -187,7 +147,7 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     n = 40 if ctx.quick else 200
     n_rps = 200 if ctx.quick else 1000
     with WorkerProcess(ctx.redis.url, ["mock"], pool="threads", concurrency=CONC, name="bench-gateway") as worker, \
-            Serve(ctx.redis.url) as serve:
+            _serve(ctx.redis.url) as serve:
         client = promptq_client(ctx.redis.url)
         try:
             log(f"gateway: latency, {n} requests each way")

@@ -4,17 +4,12 @@ openai and anthropic SDKs to talk to."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.worker_process import WorkerProcess, wait_for
+from promptq.workers.serve_process import ServeProcess as SharedServeProcess
+from tests.worker_process import WorkerProcess
 
 API_KEY = "pq-test-key-0123456789abcdef"
 CONFIG = """
@@ -26,52 +21,12 @@ targets = ["mock:solo"]
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServeProcess:
-    """`promptq serve` as a subprocess, stopped by PID."""
+class ServeProcess(SharedServeProcess):
+    """`promptq serve` with the test routes and the test client key."""
 
     def __init__(self, redis_url: str, config_path: Path, files_dir: Path, env=None, args=()):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "PROMPTQ_REDIS_URL": redis_url, "PROMPTQ_API_KEYS": API_KEY, **(env or {})}
-        self.args = ["--config", str(config_path), "serve", "--port", str(self.port), "--files-dir", str(files_dir),
-                     "--log-level", "warning", *args]
-        self.log_path = Path(tempfile.mkstemp(prefix="promptq-serve-", suffix=".log")[1])
-        self.files_dir = Path(files_dir)
-
-    def start(self) -> "ServeProcess":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-P", "-m", "promptq.workers.cli.main", *self.args],
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"promptq serve exited {self.proc.returncode}: {self.log()}")
-            try:
-                return httpx.get(f"{self.base}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 30, 0.1, "promptq serve to answer /health")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        super().__init__(redis_url, files_dir, config_path=config_path,
+                         env={"PROMPTQ_API_KEYS": API_KEY, **(env or {})}, args=args)
 
 
 @pytest.fixture(scope="session")
