@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence
 
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
                           Send, Sleep, Subscribe, stream_item)
@@ -279,13 +280,14 @@ class AsyncClient:
             self._sender = JobSender(self.app)
         return self._sender
 
-    async def _send(self, step: Send) -> None:
-        """Message and release in one round trip (tasks.message_send)."""
+    async def _send(self, step: Send) -> int:
+        """Record and message in one round trip (tasks.message_send); 1 if created."""
         if self.sender.needs_declare(step.queue):
             # kombu's connection is blocking: off the loop.
             await asyncio.to_thread(self.sender.declare, step.queue)
-        pipe = self.redis.pipeline(transaction=False)
-        for command in self.sender.commands(step):
-            pipe.execute_command(*command)
-        if self.sender.release_again(await pipe.execute(raise_on_error=False)):
-            await self._io(step.release)  # loads the script, then runs it
+        command = self.sender.command(step)
+        try:
+            return await self.redis.execute_command(*command)
+        except NoScriptError:  # Redis restarted or its scripts were flushed
+            await self.redis.script_load(step.create.source)
+            return await self.redis.execute_command(*command)

@@ -190,15 +190,16 @@ class Client:
             if pubsub is not None:
                 pubsub.close()
 
-    def _send(self, step: Send) -> None:
-        """Message and release in one round trip (tasks.message_send)."""
+    def _send(self, step: Send) -> int:
+        """Record and message in one round trip (tasks.message_send); 1 if created."""
         if self.sender.needs_declare(step.queue):
             self.sender.declare(step.queue)
-        pipe = self.redis.pipeline(transaction=False)
-        for command in self.sender.commands(step):
-            pipe.execute_command(*command)
-        if self.sender.release_again(pipe.execute(raise_on_error=False)):
-            self._io(step.release)  # loads the script, then runs it
+        command = self.sender.command(step)
+        try:
+            return self.redis.execute_command(*command)
+        except redis.exceptions.NoScriptError:  # Redis restarted or its scripts were flushed
+            self.redis.script_load(step.create.source)
+            return self.redis.execute_command(*command)
 
     def _io(self, step: Any) -> Any:
         if isinstance(step, ScriptCall):

@@ -82,10 +82,12 @@ class Commands:
 
 @dataclass(frozen=True)
 class Send:
-    """Put a run_job message for this job on `queue`, then run `release` if given (reply: None).
+    """Create the job's record and put its run_job message on `queue`, in one script (reply: 1, or 0
+    if a record with this id existed: then nothing was sent).
 
-    One step, so a shell may send both in one round trip (in this order:
-    a job leaves inflight only once the broker holds its message).
+    `create` is that script without its last key and argument: the lane's
+    list and the message, which only a shell holding the Celery app can
+    build (`tasks.message_send`).
     """
 
     job_id: str
@@ -94,7 +96,7 @@ class Send:
     target_index: int
     attempt: int
     token: str
-    release: Optional[ScriptCall] = None
+    create: ScriptCall
 
 
 @dataclass(frozen=True)
@@ -154,22 +156,19 @@ class ClientCore:
             )
         data = spec.to_dict()
         token = new_token()
-        # The record (with the token) exists before the message does, so a
-        # fast worker never sees a message it cannot match.
-        created = yield self.calls.create(data, token, send_deadline_s=self.settings.lease_ttl_s)
+        # The record (with the token) and the message appear together: a
+        # worker never sees a message it cannot match, and a producer that
+        # dies mid-submit leaves either both or neither.
+        # The queue of the target, in the job's lane (tasks.lanes): the same
+        # routing `Client.send` hands to Celery.
+        queue = route(self.keys, data, 0)["queue"]
+        created = yield Send(spec.id, data, queue, 0, 1, token, create=self.calls.create_and_push(data, token))
         if not created:
             existing = yield from self.status(spec.id)
             if existing is not None and not same_job(existing.spec, data):
                 raise JobIdConflict(spec.id)
             return False
-        yield self.send_step(spec.id, data, target_index=0, attempt=1, token=token)
         return True
-
-    def send_step(self, job_id: str, spec: Dict[str, Any], *, target_index: int, attempt: int, token: str) -> Send:
-        # The queue of the target, in the job's lane (tasks.lanes): the same
-        # routing `Client.send` hands to Celery.
-        queue = route(self.keys, spec, target_index)["queue"]
-        return Send(job_id, spec, queue, target_index, attempt, token, release=self.calls.release(job_id, token))
 
     # --- reading --------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ local function create(job, batch, inflight, now, token, spec, target_index, has_
   if redis.call('EXISTS', job) == 1 then return 0 end
   redis.call('HSET', job, 'status', 'queued', 'token', token, 'spec', spec,
              'target_index', target_index, 'attempt', '1', 'created_at', now, 'updated_at', now)
-  redis.call('ZADD', inflight, deadline, id)
+  if deadline ~= '' then redis.call('ZADD', inflight, deadline, id) end
   if has_batch == '1' then redis.call('HINCRBY', batch, 'queued', 1) end
   return 1
 end
@@ -42,6 +42,17 @@ end
 # KEYS: job, batch, inflight ; ARGV: now, token, spec, target_index, has_batch, deadline, job_id
 _CREATE = _CREATE_FN + """
 return create(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+"""
+# A producer's one job: the record and its message in one script, so there
+# is no moment when one exists without the other and nothing for a reaper
+# to finish (no inflight entry, no release). The message is the last
+# argument, the list it goes on the last key: `tasks.message_send` appends
+# both once it has built the envelope.
+# KEYS: job, batch, list ; ARGV: now, token, spec, target_index, has_batch, job_id, message
+_CREATE_AND_PUSH = _CREATE_FN + """
+if create(KEYS[1], KEYS[2], '', ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '', ARGV[6]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[3], ARGV[7])
+return 1
 """
 # KEYS: batch, inflight, then each job ; ARGV: now, target_index, has_batch, deadline, then per job
 #   token, spec, job_id. Answers 1 or 0 per job, in order.
@@ -124,16 +135,21 @@ class StoreCalls:
         """Answers 1 if the record was written, 0 if one existed."""
         batch_key, has_batch = self._batch_key(spec.get("batch_id"))
         now = time.time()
-        try:
-            check_json(spec, "job")
-            encoded = json.dumps(spec, allow_nan=False)
-        except (ValueError, TypeError) as exc:
-            raise JSONValueError("job", f"cannot be stored: {exc}") from None
         return ScriptCall(
             _CREATE,
             [self.keys.job(spec["id"]), batch_key, self.keys.inflight],
-            [now, token, encoded, target_index, has_batch, now + send_deadline_s, spec["id"]],
+            [now, token, _encoded(spec), target_index, has_batch, now + send_deadline_s, spec["id"]],
         )
+
+    def create_and_push(self, spec: Dict[str, Any], token: str, target_index: int = 0) -> ScriptCall:
+        """`create`, and the job's message pushed in the same script; answers 1, or 0 if a record existed.
+
+        Its last key (the lane's list) and last argument (the message) are
+        the sender's to append (`tasks.message_send.JobSender.command`).
+        """
+        batch_key, has_batch = self._batch_key(spec.get("batch_id"))
+        return ScriptCall(_CREATE_AND_PUSH, [self.keys.job(spec["id"]), batch_key],
+                          [time.time(), token, _encoded(spec), target_index, has_batch, spec["id"]])
 
     def cancel(self, job_id: str, batch_id: Optional[str] = None) -> ScriptCall:
         """Answers 'cancelled', 'requested' (running), 'missing' or the final status."""

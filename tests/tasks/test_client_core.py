@@ -32,23 +32,22 @@ def record_reply(status, spec=None):
     return [{b"status": status.encode(), b"spec": json.dumps(spec or {"stream": False}).encode()}, []]
 
 
-def test_submit_creates_then_sends_then_releases(core):
+def test_submit_creates_and_sends_in_one_step(core):
     spec = core.validate(targets=["mock:m"], prompt="hi", job_id="j1")
     steps = core.submit(spec)
-    create = first(steps)
-    assert isinstance(create, ScriptCall) and create.keys[0] == "promptq:job:j1"
-    send = steps.send(1)
+    send = first(steps)
     assert isinstance(send, Send) and (send.queue, send.target_index, send.attempt) == ("promptq.mock", 0, 1)
-    assert send.token == create.args[1]  # the message carries the token the record holds
-    assert send.release.args == [send.token, "j1"]  # out of inflight once the broker holds it
-    assert finish(steps, None) is True
+    # One script: the record (holding the token the message carries) and the message together.
+    assert send.create.keys[0] == "promptq:job:j1" and send.create.args[1] == send.token
+    assert "inflight" not in " ".join(send.create.keys)  # nothing left for a reaper to finish
+    assert finish(steps, 1) is True
 
 
 def test_submit_of_an_existing_id_sends_nothing(core):
     spec = core.validate(targets=["mock:m"], prompt="hi", job_id="j1")
     steps = core.submit(spec)
-    first(steps)
-    read = steps.send(0)  # the record exists: is it the same job?
+    assert isinstance(first(steps), Send)
+    read = steps.send(0)  # the record exists (nothing was sent): is it the same job?
     assert read.commands[0] == ("HGETALL", "promptq:job:j1")
     assert finish(steps, [{b"status": b"queued", b"spec": json.dumps(spec.to_dict()).encode()}, []]) is False
 

@@ -122,17 +122,18 @@ def test_a_job_cannot_claim_a_batch_from_outside(client, settings, redis_client,
 
 def test_job_whose_send_crashed_is_not_lost(client, redis_client, keys, monkeypatch):
     def crash(*args, **kwargs):
-        raise ConnectionError("producer died between create and send")
+        raise ConnectionError("producer died before its submit reached Redis")
 
-    # Both clients send the message (and the release) in one round trip of their own.
+    # Both clients create the record and send the message in one round trip of their own.
     target, name = (client.aclient, "_send") if isinstance(client, BlockingAsyncClient) else (client, "_send")
     monkeypatch.setattr(target, name, crash)
     with pytest.raises(ConnectionError):
         client.submit("hi", to=["mock:m"], job_id="j1")
     monkeypatch.undo()
     client.submit("hi", to=["mock:m"], job_id="j1")  # the producer retries after its crash
-    # Either the retry sent it, or it is in inflight where a reaper will re-publish it.
-    assert redis_client.llen("promptq.mock") == 1 or redis_client.zscore(keys.inflight, "j1") is not None
+    # Record and message are written by one script: the crash left neither,
+    # and the retry wrote both, once.
+    assert redis_client.llen("promptq.mock") == 1 and redis_client.hget(keys.job("j1"), "status") == b"queued"
 
 
 def test_invalid_submit_leaves_nothing_behind(client, redis_client):
@@ -312,15 +313,29 @@ def test_requeued_stream_job_is_followed_afresh(client, store, publisher, redis_
         client.result("j1", timeout=1.5)
 
 
-def test_a_submit_is_its_record_then_one_round_trip_for_message_and_release(client, redis_client, keys):
+def test_a_submit_is_one_round_trip_creating_record_and_message_together(client, redis_client, keys):
     from promptq.tasks.lanes import queue_lists
 
     client.submit("warm", to=["mock:m"], job_id="warm")  # scripts loaded, queue declared
     redis_client.config_resetstat()
     client.submit("hi", to=["mock:m"], job_id="j1")
     calls = {name[len("cmdstat_"):]: v["calls"] for name, v in redis_client.info("commandstats").items()}
-    # create (EVALSHA), then LPUSH + release (EVALSHA) pipelined; no Celery task-sent PUBLISH.
-    # (Commands the scripts run are counted too: hget, hset, zadd, zrem...)
-    assert calls["evalsha"] == 2 and calls["lpush"] == 1 and "publish" not in calls
-    assert redis_client.zscore(keys.inflight, "j1") is None  # released: the broker holds it
+    round_trips = redis_client.info("stats")["total_reads_processed"] - 2  # the two INFO calls
+    # One EVALSHA that writes the record and LPUSHes the message; no inflight
+    # entry to release, no Celery task-sent PUBLISH. (Commands a script runs
+    # are counted too.)
+    assert calls["evalsha"] == 1 and calls["lpush"] == 1 and "publish" not in calls and "zadd" not in calls
+    assert round_trips == 1
+    assert redis_client.hget(keys.job("j1"), "status") == b"queued"
+    assert redis_client.zscore(keys.inflight, "j1") is None
+    assert sum(redis_client.llen(key) for key in queue_lists("promptq.mock").values()) == 2
+
+
+def test_a_submit_after_redis_lost_its_scripts_loads_them_and_sends_once(client, redis_client):
+    from promptq.tasks.lanes import queue_lists
+
+    client.submit("warm", to=["mock:m"], job_id="warm")
+    redis_client.script_flush()  # as after a Redis restart
+    assert client.submit("hi", to=["mock:m"], job_id="j1").created
+    assert not client.submit("hi", to=["mock:m"], job_id="j1").created  # same job again: nothing sent
     assert sum(redis_client.llen(key) for key in queue_lists("promptq.mock").values()) == 2
