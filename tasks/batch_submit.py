@@ -101,8 +101,13 @@ class MessageBuilder:
         self._declared |= missing
 
     def envelope(self, job_id: str, spec: Dict[str, Any], token: str, queue: str, *,
-                 target_index: int = 0, attempt: int = 1) -> str:
-        """The message for `queue`; LPUSH it onto `lanes.list_key(queue, lane_of(spec))`."""
+                 target_index: int = 0, attempt: int = 1, spec_json: Optional[str] = None) -> str:
+        """The message for `queue`; LPUSH it onto `lanes.list_key(queue, lane_of(spec))`.
+
+        `spec_json`: `json.dumps(spec)` if the caller has it already (the
+        record holds the same text): the body is then spliced around it,
+        byte for byte what `json.dumps(body)` would write, without encoding
+        the spec a second time."""
         args = (job_id, spec)
         kwargs = {"target_index": target_index, "attempt": attempt, "token": token}
         headers, properties, body, _ = self.amqp.as_task_v2(
@@ -117,7 +122,10 @@ class MessageBuilder:
         # kombu's json serializer is `json.dumps` with an encoder whose only
         # extra is `default` for non-JSON types; a spec holds none (it was
         # read from JSON), so the stdlib call writes the same bytes, 3x faster.
-        payload = json.dumps(body)
+        if spec_json is None:
+            payload = json.dumps(body)
+        else:  # body is ((job_id, spec), kwargs, embed)
+            payload = f"[[{json.dumps(job_id)}, {spec_json}], {json.dumps(body[1])}, {json.dumps(body[2])}]"
         properties.update(
             delivery_mode=2,  # the default exchange's 'persistent'
             delivery_info={"exchange": "", "routing_key": queue},
@@ -202,6 +210,10 @@ class BulkSubmitter:
             spec.update(id=job_id(line.custom_id), batch_id=self.batch_id, created_at=now)
             specs.append(spec)
             tokens.append(new_token())
+        # Each spec is encoded once, for its record and its message alike.
+        # Every line passed JobSpec.validate (tasks.batch), and so did the
+        # defaults added to it: no second check_json walk.
+        encoded = [json.dumps(spec, allow_nan=False) for spec in specs]
         deadline_s = self.client.settings.lease_ttl_s
         pipe = self.redis.pipeline(transaction=True)
         # Records in calls of SCRIPT_LINES: one script call per line cost more
@@ -210,7 +222,7 @@ class BulkSubmitter:
         calls = range(0, len(specs), SCRIPT_LINES)
         for at in calls:
             self.store.create_many(specs[at:at + SCRIPT_LINES], tokens[at:at + SCRIPT_LINES], self.batch_id,
-                                   pipe, send_deadline_s=deadline_s)
+                                   pipe, send_deadline_s=deadline_s, encoded=encoded[at:at + SCRIPT_LINES])
         unlisted = [s["id"] for s in specs if s["id"] not in listed]
         if unlisted:
             pipe.rpush(self.list_key, *unlisted)
@@ -219,22 +231,22 @@ class BulkSubmitter:
         created = [ok for reply in replies[:len(calls)] for ok in reply]  # one 1/0 per line, in order
         listed.update(unlisted)
 
-        fresh = [(spec, token) for spec, token, ok in zip(specs, tokens, created) if ok]
+        fresh = [(spec, token, text) for spec, token, text, ok in zip(specs, tokens, encoded, created) if ok]
         if fresh:
-            queues = [self.keys.queue(spec["targets"][0].split(":", 1)[0]) for spec, _ in fresh]
+            queues = [self.keys.queue(spec["targets"][0].split(":", 1)[0]) for spec, _, _ in fresh]
             self.messages.declare(queues)
             # One LPUSH per list, its messages in line order: LPUSH k a b c
             # leaves the same list as LPUSH k a; LPUSH k b; LPUSH k c.
             by_list: Dict[str, List[str]] = {}
-            for (spec, token), queue in zip(fresh, queues):
+            for (spec, token, text), queue in zip(fresh, queues):
                 by_list.setdefault(list_key(queue, lane_of(spec)), []).append(
-                    self.messages.envelope(spec["id"], spec, token, queue))
+                    self.messages.envelope(spec["id"], spec, token, queue, spec_json=text))
             pipe = self.redis.pipeline(transaction=False)
             for key, messages in by_list.items():
                 pipe.lpush(key, *messages)
             # After every LPUSH (a pipeline runs in order): out of inflight
             # only once the broker holds the message.
-            jobs = [(spec["id"], token) for spec, token in fresh]
+            jobs = [(spec["id"], token) for spec, token, _ in fresh]
             for at in range(0, len(jobs), SCRIPT_LINES):
                 self.store.release_many(jobs[at:at + SCRIPT_LINES], pipe)
             pipe.execute()

@@ -187,9 +187,9 @@ class JobStore:
         return bool(self._create(keys=call.keys, args=call.args, client=client))
 
     def create_many(self, specs: List[Dict[str, Any]], tokens: List[str], batch_id: Optional[str],
-                    pipe: Any, send_deadline_s: float = 30.0) -> None:
+                    pipe: Any, send_deadline_s: float = 30.0, encoded: Optional[List[str]] = None) -> None:
         """`create` for many lines of one batch as one call queued on `pipe`; its reply lists 1/0 per spec."""
-        call = self.calls.create_many(specs, tokens, batch_id, send_deadline_s)
+        call = self.calls.create_many(specs, tokens, batch_id, send_deadline_s, encoded)
         self._create_many(keys=call.keys, args=call.args, client=pipe)
 
     def cancel(self, job_id: str, batch_id: Optional[str] = None, pipe: Any = None) -> Optional[str]:

@@ -161,13 +161,17 @@ class StoreCalls:
         )
 
     def create_many(self, specs: Sequence[Dict[str, Any]], tokens: Sequence[str], batch_id: Optional[str],
-                    send_deadline_s: float = 30.0) -> ScriptCall:
-        """`create` for many records of one batch (target 0) in one call; answers 1 or 0 per spec."""
+                    send_deadline_s: float = 30.0, encoded: Optional[Sequence[str]] = None) -> ScriptCall:
+        """`create` for many records of one batch (target 0) in one call; answers 1 or 0 per spec.
+
+        `encoded`: the specs as JSON already, from a caller that validated
+        every one (`JobSpec.validate`, as `submit_batch` does each line)."""
         batch_key, has_batch = self._batch_key(batch_id)
         now = time.time()
         args: list = [now, 0, has_batch, now + send_deadline_s]
-        for spec, token in zip(specs, tokens):
-            args += [token, _encoded(spec), spec["id"]]
+        texts = encoded if encoded is not None else [_encoded(spec) for spec in specs]
+        for spec, token, text in zip(specs, tokens, texts):
+            args += [token, text, spec["id"]]
         return ScriptCall(_CREATE_MANY, [batch_key, self.keys.inflight, *(self.keys.job(s["id"]) for s in specs)],
                           args)
 

@@ -218,6 +218,10 @@ def test_built_message_matches_what_send_task_writes(client, redis_client, lane)
     assert redis_client.llen(key) == 1 and redis_client.keys("promptq.mock*") == [key.encode()]
     redis_client.lpush(key, MessageBuilder(client.app).envelope("j-same", spec, "tok", "promptq.mock"))
     built, sent = (json.loads(raw) for raw in redis_client.lrange(key, 0, -1))
+    # The batch path splices the record's own JSON of the spec into the body: the same bytes.
+    spliced = json.loads(MessageBuilder(client.app).envelope("j-same", spec, "tok", "promptq.mock",
+                                                             spec_json=json.dumps(spec)))
+    assert base64.b64decode(spliced["body"]) == base64.b64decode(built["body"])
     assert base64.b64decode(built.pop("body")) == base64.b64decode(sent.pop("body"))
     assert built["properties"].pop("delivery_tag") != sent["properties"].pop("delivery_tag")
     # Display-only strings: ours is a plain repr, Celery's a depth-limited one.
