@@ -1,16 +1,14 @@
-"""Putting a batch on the queue fast: pipelined records, pipelined messages.
+"""Putting a batch on the queue fast: records and messages together, a chunk per round trip.
 
-`Client.submit_spec` costs about four round trips per job (create, publish,
-queue binding, release) plus a `task-sent` event. For a 100,000-line file
-that is minutes of waiting on the network, so a batch goes in chunks, two
-pipelines per chunk:
-
-1. MULTI: `JobStore.create` (the store's Lua script: record + inflight +
-   batch `queued` counter) for every line, plus RPUSH of the new job ids onto
-   the batch's ordered list and HINCRBY of its `total` -- all or nothing, so
-   "in the list" and "has a record" never disagree after a crash.
-2. Only for the records that were new (`create` answered 1): LPUSH the
-   Celery message onto the first target's queue, then `JobStore.release`.
+`Client.submit_spec` is one round trip per job. For a 100,000-line file
+that is still a minute of waiting on the network, so a batch goes in
+chunks of CHUNK_LINES, one MULTI per chunk: the store's create-many script
+(tasks.store_calls: each record, the batch's `queued` counter and, for
+each record that is new, its Celery message LPUSHed onto its first
+target's queue) for every SCRIPT_LINES lines, plus RPUSH of the new job
+ids onto the batch's ordered list and HINCRBY of its `total`. All or
+nothing: "in the list", "has a record" and "has a message" never disagree
+after a crash, and nothing waits in inflight for a reaper.
 
 The messages are built here, not by `send_task`: headers, properties and
 body come from Celery's own `app.amqp.as_task_v2` (protocol 2), wrapped in
@@ -20,12 +18,10 @@ compares one against a real `send_task` message). A worker cannot tell them
 apart. Not reproduced: the `task-sent` event and the publish signals, which
 nothing in promptq listens to; Flower shows a job once a worker receives it.
 
-Crash safety is the store's: a record is created in `inflight` with a send
-deadline, so a producer that dies between the two pipelines leaves jobs a
-worker's reaper re-publishes; re-running the submission finds those records,
-does not send them again, and sends only what never got a record. One
-process submits a batch at a time (a claim in the batch hash), or two runs
-could both append the same missing ids to the ordered list.
+Re-running a submission finds the records an earlier run created (with
+their messages) and sends only the lines that never got one. One process
+submits a batch at a time (a claim in the batch hash), or two runs could
+both append the same missing ids to the ordered list.
 """
 
 from __future__ import annotations
@@ -201,7 +197,7 @@ class BulkSubmitter:
         return sent, existing
 
     def _submit_chunk(self, chunk: List[BatchLine], job_id: Callable[[str], str], listed: Set[str]) -> Tuple[int, int]:
-        """Create the chunk's records, then send and release the new ones; returns (new, existing)."""
+        """Create the chunk's records, each new one with its message; returns (new, existing)."""
         now = time.time()
         specs, tokens = [], []
         for line in chunk:
@@ -214,43 +210,30 @@ class BulkSubmitter:
         # Every line passed JobSpec.validate (tasks.batch), and so did the
         # defaults added to it: no second check_json walk.
         encoded = [json.dumps(spec, allow_nan=False) for spec in specs]
-        deadline_s = self.client.settings.lease_ttl_s
+        queues = [self.keys.queue(spec["targets"][0].split(":", 1)[0]) for spec in specs]
+        self.messages.declare(queues)
+        # Built for every line, though the script sends only those whose
+        # record is new: a line with a record (a resumed submission) is rare.
+        messages = [(list_key(queue, lane_of(spec)), self.messages.envelope(spec["id"], spec, token, queue,
+                                                                            spec_json=text))
+                    for spec, token, text, queue in zip(specs, tokens, encoded, queues)]
         pipe = self.redis.pipeline(transaction=True)
         # Records in calls of SCRIPT_LINES: one script call per line cost more
         # in packing and Lua set-up than the records themselves (bench batch),
         # and a call per thousands would hold Redis up for others too long.
         calls = range(0, len(specs), SCRIPT_LINES)
         for at in calls:
-            self.store.create_many(specs[at:at + SCRIPT_LINES], tokens[at:at + SCRIPT_LINES], self.batch_id,
-                                   pipe, send_deadline_s=deadline_s, encoded=encoded[at:at + SCRIPT_LINES])
+            part = slice(at, at + SCRIPT_LINES)
+            self.store.create_many(specs[part], tokens[part], self.batch_id, pipe, messages[part], encoded[part])
         unlisted = [s["id"] for s in specs if s["id"] not in listed]
         if unlisted:
             pipe.rpush(self.list_key, *unlisted)
             pipe.hincrby(self.batch_key, "total", len(unlisted))
         replies = pipe.execute()
-        created = [ok for reply in replies[:len(calls)] for ok in reply]  # one 1/0 per line, in order
+        created = sum(ok for reply in replies[:len(calls)] for ok in reply)  # one 1/0 per line
         listed.update(unlisted)
+        return created, len(specs) - created
 
-        fresh = [(spec, token, text) for spec, token, text, ok in zip(specs, tokens, encoded, created) if ok]
-        if fresh:
-            queues = [self.keys.queue(spec["targets"][0].split(":", 1)[0]) for spec, _, _ in fresh]
-            self.messages.declare(queues)
-            # One LPUSH per list, its messages in line order: LPUSH k a b c
-            # leaves the same list as LPUSH k a; LPUSH k b; LPUSH k c.
-            by_list: Dict[str, List[str]] = {}
-            for (spec, token, text), queue in zip(fresh, queues):
-                by_list.setdefault(list_key(queue, lane_of(spec)), []).append(
-                    self.messages.envelope(spec["id"], spec, token, queue, spec_json=text))
-            pipe = self.redis.pipeline(transaction=False)
-            for key, messages in by_list.items():
-                pipe.lpush(key, *messages)
-            # After every LPUSH (a pipeline runs in order): out of inflight
-            # only once the broker holds the message.
-            jobs = [(spec["id"], token) for spec, token, _ in fresh]
-            for at in range(0, len(jobs), SCRIPT_LINES):
-                self.store.release_many(jobs[at:at + SCRIPT_LINES], pipe)
-            pipe.execute()
-        return len(fresh), len(specs) - len(fresh)
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."

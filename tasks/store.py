@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .keys import Keys
 from .record import TERMINAL, JobRecord, JobStatus, new_token, record_from_replies
-from .store_calls import _CANCEL, _CREATE, _CREATE_MANY, _RELEASE, _RELEASE_MANY, StoreCalls
+from .store_calls import _CANCEL, _CREATE, _CREATE_MANY, _RELEASE, StoreCalls
 
 __all__ = ["TERMINAL", "JobRecord", "JobStatus", "JobStore", "new_token"]
 
@@ -166,7 +166,6 @@ class JobStore:
         self._reap = client.register_script(_REAP)
         self._release = client.register_script(_RELEASE)
         self._create_many = client.register_script(_CREATE_MANY)
-        self._release_many = client.register_script(_RELEASE_MANY)
         self._requeue = client.register_script(_REQUEUE)
 
     def _batch_key(self, batch_id: Optional[str]) -> Tuple[str, str]:
@@ -186,10 +185,11 @@ class JobStore:
         call = self.calls.create(spec, token, target_index, send_deadline_s)
         return bool(self._create(keys=call.keys, args=call.args, client=client))
 
-    def create_many(self, specs: List[Dict[str, Any]], tokens: List[str], batch_id: Optional[str],
-                    pipe: Any, send_deadline_s: float = 30.0, encoded: Optional[List[str]] = None) -> None:
-        """`create` for many lines of one batch as one call queued on `pipe`; its reply lists 1/0 per spec."""
-        call = self.calls.create_many(specs, tokens, batch_id, send_deadline_s, encoded)
+    def create_many(self, specs: List[Dict[str, Any]], tokens: List[str], batch_id: Optional[str], pipe: Any,
+                    messages: List[Tuple[str, str]], encoded: Optional[List[str]] = None) -> None:
+        """Records of one batch, each new one with its message (list, text), as one call queued on
+        `pipe`; its reply lists 1/0 per spec."""
+        call = self.calls.create_many(specs, tokens, batch_id, messages, encoded)
         self._create_many(keys=call.keys, args=call.args, client=pipe)
 
     def cancel(self, job_id: str, batch_id: Optional[str] = None, pipe: Any = None) -> Optional[str]:
@@ -309,12 +309,6 @@ class JobStore:
         """
         call = self.calls.release(job_id, token)
         return bool(self._release(keys=call.keys, args=call.args, client=pipe))
-
-    def release_many(self, jobs: List[Tuple[str, str]], pipe: Any) -> None:
-        """`release` for many (job id, token) pairs as one call queued on `pipe`."""
-        call = self.calls.release_many(jobs)
-        self._release_many(keys=call.keys, args=call.args, client=pipe)
-
 
     def requeue_failed(self, job_id: str, token: str, batch_id: Optional[str]) -> bool:
         """Give a dead-lettered job a fresh start on its first target; False if it is not failed."""

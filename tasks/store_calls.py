@@ -25,10 +25,12 @@ class ScriptCall:
     args: Sequence[Any]
 
 
-# A new job sits in inflight (deadline) until its message is sent and
-# `release` takes it out: a producer that dies in between loses nothing, a
-# reaper sends it instead. One body, two entry points: one record
-# (`Client.submit`) or many in one call (`submit_batch`, per chunk).
+# One body, three entry points. With its message in the same script (no
+# inflight entry: `Client.submit`, and many at once for `submit_batch`), or
+# alone (`JobStore.create`): then the record sits in inflight with a
+# deadline until its sender, having sent the message separately, calls
+# `release`; a sender that dies in between loses nothing, a reaper sends
+# it instead.
 _CREATE_FN = """
 local function create(job, batch, inflight, now, token, spec, target_index, has_batch, deadline, id)
   if redis.call('EXISTS', job) == 1 then return 0 end
@@ -54,15 +56,26 @@ if create(KEYS[1], KEYS[2], '', ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '',
 redis.call('LPUSH', KEYS[3], ARGV[7])
 return 1
 """
-# KEYS: batch, inflight, then each job ; ARGV: now, target_index, has_batch, deadline, then per job
-#   token, spec, job_id. Answers 1 or 0 per job, in order.
+# Many records of one batch, each with its message, in one call: a record
+# that already existed (a resumed submission) gets no second message. Each
+# list's messages go in one LPUSH, in line order (LPUSH k a b c leaves what
+# LPUSH k a; LPUSH k b; LPUSH k c would).
+# KEYS: batch, then per job: its record, the list its message goes on
+# ARGV: now, target_index, has_batch, then per job: token, spec, job_id, message. Answers 1 or 0 per job.
 _CREATE_MANY = _CREATE_FN + """
-local out = {}
-for i = 3, #KEYS do
-  local a = 5 + (i - 3) * 3
-  out[#out + 1] = create(KEYS[i], KEYS[1], KEYS[2], ARGV[1], ARGV[a], ARGV[a + 1], ARGV[2], ARGV[3], ARGV[4],
-                         ARGV[a + 2])
+local out, lists, order = {}, {}, {}
+for i = 2, #KEYS, 2 do
+  local a = 4 + (i - 2) * 2
+  local made = create(KEYS[i], KEYS[1], '', ARGV[1], ARGV[a], ARGV[a + 1], ARGV[2], ARGV[3], '', ARGV[a + 2])
+  out[#out + 1] = made
+  if made == 1 then
+    local key = KEYS[i + 1]
+    if not lists[key] then lists[key] = {}; order[#order + 1] = key end
+    local pending = lists[key]
+    pending[#pending + 1] = ARGV[a + 3]
+  end
 end
+for _, key in ipairs(order) do redis.call('LPUSH', key, unpack(lists[key])) end
 return out
 """
 
@@ -89,26 +102,13 @@ if st == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') ret
 return st
 """
 
-_RELEASE_FN = """
-local function release(job, inflight, token, id)
-  if redis.call('HGET', job, 'token') == token and redis.call('HGET', job, 'status') == 'queued' then
-    redis.call('ZREM', inflight, id)
-    return 1
-  end
-  return 0
-end
-"""
 # KEYS: job, inflight ; ARGV: token, job_id
-_RELEASE = _RELEASE_FN + """
-return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-"""
-# KEYS: inflight, then each job ; ARGV: per job token, job_id. Answers 1 or 0 per job.
-_RELEASE_MANY = _RELEASE_FN + """
-local out = {}
-for i = 2, #KEYS do
-  out[#out + 1] = release(KEYS[i], KEYS[1], ARGV[2 * i - 3], ARGV[2 * i - 2])
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] and redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 1
 end
-return out
+return 0
 """
 
 
@@ -161,27 +161,22 @@ class StoreCalls:
         )
 
     def create_many(self, specs: Sequence[Dict[str, Any]], tokens: Sequence[str], batch_id: Optional[str],
-                    send_deadline_s: float = 30.0, encoded: Optional[Sequence[str]] = None) -> ScriptCall:
-        """`create` for many records of one batch (target 0) in one call; answers 1 or 0 per spec.
+                    messages: Sequence[Tuple[str, str]], encoded: Optional[Sequence[str]] = None) -> ScriptCall:
+        """Many records of one batch (target 0), each new one with its message, in one call.
 
+        `messages`: per spec, (the list it goes on, the message). Answers 1
+        (created and sent) or 0 (it existed: nothing sent) per spec.
         `encoded`: the specs as JSON already, from a caller that validated
         every one (`JobSpec.validate`, as `submit_batch` does each line)."""
         batch_key, has_batch = self._batch_key(batch_id)
-        now = time.time()
-        args: list = [now, 0, has_batch, now + send_deadline_s]
+        args: list = [time.time(), 0, has_batch]
+        keys: list = [batch_key]
         texts = encoded if encoded is not None else [_encoded(spec) for spec in specs]
-        for spec, token, text in zip(specs, tokens, texts):
-            args += [token, text, spec["id"]]
-        return ScriptCall(_CREATE_MANY, [batch_key, self.keys.inflight, *(self.keys.job(s["id"]) for s in specs)],
-                          args)
+        for spec, token, text, (list_name, message) in zip(specs, tokens, texts, messages):
+            keys += [self.keys.job(spec["id"]), list_name]
+            args += [token, text, spec["id"], message]
+        return ScriptCall(_CREATE_MANY, keys, args)
 
     def release(self, job_id: str, token: str) -> ScriptCall:
         """Answers 1 if the job left inflight (its message is sent and it is still queued)."""
         return ScriptCall(_RELEASE, [self.keys.job(job_id), self.keys.inflight], [token, job_id])
-
-    def release_many(self, jobs: Sequence[Tuple[str, str]]) -> ScriptCall:
-        """`release` for many (job id, token) pairs in one call; answers 1 or 0 per job."""
-        args: list = []
-        for job_id, token in jobs:
-            args += [token, job_id]
-        return ScriptCall(_RELEASE_MANY, [self.keys.inflight, *(self.keys.job(j) for j, _ in jobs)], args)

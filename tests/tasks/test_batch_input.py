@@ -147,7 +147,7 @@ def test_skip_invalid_enqueues_the_good_lines_in_order(client, redis_client, key
     assert [i.decode() for i in redis_client.lrange(keys.batch_jobs("b-skip"), 0, -1)] == ids
     status = batch_status(client, "b-skip")
     assert (status["total"], status["queued"], status["invalid"], status["submit_state"]) == (3, 3, 1, "complete")
-    # Every record left inflight once its message was sent.
+    # Records and messages were written together: nothing waits in inflight.
     assert redis_client.zcard(keys.inflight) == 0
     ollama, claude = queue_messages(list_key("promptq.ollama", "batch")), queue_messages(list_key("promptq.claude", "batch"))
     assert [m["args"][0] for m in ollama] == ids[:1] and [m["args"][0] for m in claude] == ids[1:]

@@ -397,26 +397,21 @@ def test_a_batch_expires_twice_the_record_ttl_after_its_last_job_finished(store,
     assert 0 < redis_client.ttl(keys.job("j1")) <= store.result_ttl_s
 
 
-def test_create_many_writes_new_records_in_order_and_skips_existing_ones(store, redis_client, keys):
-    specs = [{"id": f"m{i}", "targets": ["mock:m"], "prompt": f"p{i}", "batch_id": "b1"} for i in range(3)]
+def test_create_many_writes_new_records_with_their_messages_in_order_and_skips_existing_ones(
+        store, redis_client, keys):
+    specs = [{"id": f"m{i}", "targets": ["mock:m"], "prompt": f"p{i}", "batch_id": "b1"} for i in range(4)]
     store.create(specs[1], "old-token")  # a line submitted before
+    redis_client.delete(keys.inflight)
+    lists = ["q:a", "q:a", "q:b", "q:a"]
     pipe = redis_client.pipeline(transaction=False)
-    store.create_many(specs, ["t0", "t1", "t2"], "b1", pipe, send_deadline_s=30)
+    store.create_many(specs, ["t0", "t1", "t2", "t3"], "b1", pipe, [(q, f"msg{i}") for i, q in enumerate(lists)])
     (created,) = pipe.execute()
-    assert created == [1, 0, 1]
+    assert created == [1, 0, 1, 1]
     assert redis_client.hget(keys.job("m1"), "token") == b"old-token"  # the existing record untouched
     assert redis_client.hget(keys.job("m2"), "token") == b"t2"
-    assert {m.decode() for m in redis_client.zrange(keys.inflight, 0, -1)} == {"m0", "m1", "m2"}
-    assert redis_client.hget(keys.batch("b1"), "queued") == b"3"  # the earlier line, then two new ones
+    # Only new records got a message, each on its own list, in line order (a worker pops from the right).
+    assert redis_client.lrange("q:a", 0, -1) == [b"msg3", b"msg0"] and redis_client.lrange("q:b", 0, -1) == [b"msg2"]
+    assert redis_client.zcard(keys.inflight) == 0  # nothing left for a reaper to send
+    assert redis_client.hget(keys.batch("b1"), "queued") == b"4"  # the earlier line, then three new ones
 
 
-def test_release_many_releases_only_queued_jobs_still_holding_the_token(store, redis_client, keys):
-    specs = [{"id": f"r{i}", "targets": ["mock:m"], "prompt": "p", "batch_id": None} for i in range(3)]
-    for i, spec in enumerate(specs):
-        store.create(spec, f"t{i}")
-    redis_client.hset(keys.job("r1"), "status", "running")  # a worker started it already: stays in inflight
-    pipe = redis_client.pipeline(transaction=False)
-    store.release_many([("r0", "t0"), ("r1", "t1"), ("r2", "stale")], pipe)
-    (released,) = pipe.execute()
-    assert released == [1, 0, 0]
-    assert {m.decode() for m in redis_client.zrange(keys.inflight, 0, -1)} == {"r1", "r2"}
