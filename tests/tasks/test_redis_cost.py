@@ -1,9 +1,10 @@
 """What one non-streamed job's success costs Redis, counted by Redis itself.
 
-Each command a Lua script calls costs Redis CPU (bench/redis_cost.py: ~3 us
-apiece). These pin, from `INFO commandstats`, the commands the worker's
-scripts run for a job on a warm endpoint (seen before, circuit closed, in
-the same pacing minute), so a change that adds one back fails here first.
+Each command a Lua script calls costs Redis CPU (by valgrind's count of
+redis-server instructions, a read ~4k, a write ~8k, against ~25k for the
+script call itself). These pin, from `INFO commandstats`, the commands the
+worker's scripts run for a job on a warm endpoint (seen before, circuit
+closed, in the same pacing minute), so a change that adds one back fails here.
 The fetch and the ack are the broker's (tests/tasks/test_reliable_ack.py).
 """
 
