@@ -433,8 +433,8 @@ class JobRun:
         if reason:
             summary["reason"] = reason
         pipe = self.rt.redis.pipeline(transaction=False)
-        self.rt.store.finish(self.job_id, status=JobStatus.FAILED, payload=summary, batch_id=self.batch_id, token=self.token,
-                             pipe=pipe, event_follows=True)
+        self.rt.store.finish(self.job_id, status=JobStatus.FAILED, payload=summary, batch_id=self.batch_id,
+                             token=self.token, pipe=pipe, event_follows=True)
         pipe.lpush(self.rt.keys.dead_letter, self.job_id)
         self._emit("error", store=self.stream, pipe=pipe, error=summary)
         finished, *_ = pipe.execute()
