@@ -46,16 +46,29 @@ from .health import (
 logger = logging.getLogger(__name__)
 
 # KEYS: record, errors, probe, index.  ARGV: provider, now, latency_s or "".
+# Runs after every successful call: one read, one write and the latency sum
+# while the circuit is closed; the rest only when there is something to do.
+# - The index loses a provider only together with its record (`reset`
+#   deletes both; Redis runs noeviction), so a record that counted a
+#   success before is indexed already.
+# - A probe claim exists only while retry_at does (`_ALLOW_REQUEST` sets it
+#   only then; whatever deletes retry_at deletes the claim too).
+# - latency_total_s keeps HINCRBYFLOAT: Redis's long-double sum and its
+#   formatting are not Lua's.
 _RECORD_SUCCESS = """
-redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'successes', 1)
-redis.call('HSET', KEYS[1], 'consecutive', 0, 'last_success_at', ARGV[2])
-local was_open = redis.call('HDEL', KEYS[1], 'opened_at', 'retry_at')
-redis.call('DEL', KEYS[3])
+local f = redis.call('HMGET', KEYS[1], 'successes', 'opened_at', 'retry_at', 'latency_count')
+if not f[1] then redis.call('SADD', KEYS[4], ARGV[1]) end
+local set = {'successes', (tonumber(f[1]) or 0) + 1, 'consecutive', 0, 'last_success_at', ARGV[2]}
 if ARGV[3] ~= '' then
-  redis.call('HINCRBYFLOAT', KEYS[1], 'latency_total_s', ARGV[3])
-  redis.call('HINCRBY', KEYS[1], 'latency_count', 1)
-  redis.call('HSET', KEYS[1], 'last_latency_s', ARGV[3])
+  set[#set + 1] = 'latency_count'; set[#set + 1] = (tonumber(f[4]) or 0) + 1
+  set[#set + 1] = 'last_latency_s'; set[#set + 1] = ARGV[3]
+end
+redis.call('HSET', KEYS[1], unpack(set))
+if ARGV[3] ~= '' then redis.call('HINCRBYFLOAT', KEYS[1], 'latency_total_s', ARGV[3]) end
+local was_open = (f[2] and 1 or 0) + (f[3] and 1 or 0)
+if was_open > 0 then
+  redis.call('HDEL', KEYS[1], 'opened_at', 'retry_at')
+  redis.call('DEL', KEYS[3])
 end
 return was_open
 """

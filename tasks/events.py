@@ -40,9 +40,11 @@ TERMINAL_EVENTS = frozenset({"done", "error", "cancelled"})
 # them in its record's `seq` field, so it has no key of its own (fewer keys,
 # bytes and commands per job); otherwise, and for an event of a job with no
 # record, the seq key counts, continuing from the record's count if any.
+# Which of seq key and record exist is one EXISTS that names the seq key
+# twice (EXISTS counts a key each time it is named): 2 x seq + record.
 _PUBLISH = """
 local seq
-if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[1], KEYS[1], KEYS[3]) == 1 then
   seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
 else
   seq = redis.call('INCR', KEYS[1])

@@ -71,7 +71,8 @@ LANES = ("interactive", "batch")
 # ss = slow-start concurrency (only until the endpoint was first seen).
 # ARGV[9 + 3 * nb] = '1': a probe, which only reads: the wait a call would be
 # told now (0 if it would go), nothing booked.
-# Returns {code, wait_s, reason}: 1 go, 2 reserved (sleep wait_s then go), 0 ticket.
+# Returns {code, wait_s, reason}: 1 go, 2 reserved (sleep wait_s then go), 0 ticket;
+# a go adds 1 if it took a slow-start lease (else `settle` has none to give back).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -85,6 +86,7 @@ local paused = tonumber(pace[1] or '0') or 0
 if paused > now then return {0, tostring(paused - now), 'paused'} end
 local seen = pace[2] ~= false
 local conc = {}
+local slow_started = 0
 for i = 1, nb do
   local kind, key = ARGV[5 + 3 * i], KEYS[3 + i]
   if kind == 'c' or (kind == 'ss' and not seen) then
@@ -93,7 +95,7 @@ for i = 1, nb do
     if kind == 'c' then cap = math.max(1, math.floor(cap * frac)) end
     if redis.call('ZCARD', key) >= cap then return {0, ARGV[8 + 3 * nb], 'concurrency'} end
     local ttl = tonumber(ARGV[5])
-    if kind == 'ss' then ttl = SS_TTL end
+    if kind == 'ss' then ttl = SS_TTL; slow_started = 1 end
     table.insert(conc, {key, ttl})
   end
 end
@@ -148,14 +150,15 @@ for _, lease in ipairs(conc) do
   redis.call('ZADD', lease[1], now + lease[2], ARGV[4])
   redis.call('PEXPIRE', lease[1], KEY_TTL_MS)
 end
-return {1, '0', 'ok'}
+return {1, '0', 'ok', slow_started}
 """.replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace("KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
 
 # Give back concurrency leases and correct token cells by what the call really cost.
 # KEYS[1] pace hash, KEYS[1+i] bucket i. ARGV: lease_id, token_delta, nb, then per bucket (kind, rate).
+# Runs after every call: a cell is read only if there is a rate to correct it
+# by, and Redis's clock only if there is a cell.
 _SETTLE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now
 local delta, nb = tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, nb do
   local kind, key = ARGV[2 + 2 * i], KEYS[1 + i]
@@ -164,8 +167,12 @@ for i = 1, nb do
   elseif delta ~= 0 and (kind == 'gt' or kind == 'lt') then
     local rate = tonumber(ARGV[3 + 2 * i])
     if kind == 'lt' then rate = tonumber(redis.call('HGET', KEYS[1], 'tpm_eff') or '') end
-    local tat = tonumber(redis.call('GET', key) or '')
-    if rate and rate > 0 and tat then
+    local tat = rate and rate > 0 and tonumber(redis.call('GET', key) or '')
+    if tat then
+      if not now then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+      end
       local new = tat + delta * 60 / rate
       if new > now then
         redis.call('SET', key, tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
@@ -304,13 +311,16 @@ class Limiter:
         def answer(reply: Any) -> Admission:
             if isinstance(reply, Exception):
                 raise reply
-            code, wait, reason = reply
+            code, wait, reason = reply[:3]
             code = int(code)
             if code == 1 and held is not None:
                 held.hold(lease_id, job_key, [key for key, kind, _, _ in buckets if kind == "c"])
             reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+            # No slow-start lease taken (the endpoint has answered before): none to give back.
+            slow_started = len(reply) > 3 and int(reply[3]) == 1
             return Admission(granted=code == 1, wait_s=max(0.0, float(wait)), reason=reason, reserved=code == 2,
-                             lease_id=lease_id if code == 1 else "", tokens=tokens, buckets=kept)
+                             lease_id=lease_id if code == 1 else "", tokens=tokens,
+                             buckets=kept if slow_started else [b for b in kept if b[1] != "ss"])
 
         return keys, args, answer
 

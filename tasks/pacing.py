@@ -49,14 +49,20 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local h = KEYS[1]
 local function num(x) if not x or x == '' then return nil end return tonumber(x) end
--- One read and one write of the hash: this runs on every answer.
+-- One read and one write of the hash: this runs on every answer. A field
+-- that keeps its text is not written again where that is known from values
+-- at hand (this script is the hash's only writer, and Redis stores a Lua
+-- number as '%.17g', which reads back as the same number): comparing every
+-- field's text instead cost more Lua than the shorter HSET saves.
 local f = redis.call('HMGET', h, 'm_start', 'm_req', 'm_tok', 'm_429', 'factor', 'last_429_at', 'paused_until',
-                     'learned_rpm', 'learned_tpm', 'n429', 'n_ok')
-local set = {'seen', '1'}
+                     'learned_rpm', 'learned_tpm', 'n429', 'n_ok', 'rpm_eff', 'tpm_eff', 'seen')
+local set = {}
+if f[14] ~= '1' then set[1] = 'seen'; set[2] = '1' end
 local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
 local ms = num(f[1]) or 0
 local m_req, m_tok, m_429 = num(f[2]) or 0, num(f[3]) or 0, num(f[4]) or 0
-if now - ms >= 60 then
+local rolled = now - ms >= 60
+if rolled then
   if now - ms < 120 then put('p_req', m_req); put('p_tok', m_tok); put('p_429', m_429)
   else put('p_req', 0); put('p_tok', 0); put('p_429', 0) end
   m_req, m_tok, m_429 = 0, 0, 0
@@ -70,8 +76,9 @@ local lt, rt, st = num(ARGV[5]), num(ARGV[6]), num(ARGV[7])
 if sr and lr and lr > 0 then sr = math.min(sr, 60 / lr) end
 if st then st = math.min(st, 1) end
 local learned_rpm, learned_tpm = num(f[8]), num(f[9])
-if lr then learned_rpm = lr; put('learned_rpm', lr) end
-if lt then learned_tpm = lt; put('learned_tpm', lt) end
+-- (0 is written anyway: '-0' and '0' read back as equal numbers.)
+if lr then if lr ~= learned_rpm or lr == 0 then put('learned_rpm', lr) end; learned_rpm = lr end
+if lt then if lt ~= learned_tpm or lt == 0 then put('learned_tpm', lt) end; learned_tpm = lt end
 local factor = num(f[5]) or 1
 local last429 = num(f[6]) or 0
 local paused = num(f[7]) or 0
@@ -92,17 +99,25 @@ else
   if rr and rr <= 0 and sr and paused < now + sr then paused = now + sr end
   if rt and rt <= 0 and st and paused < now + st then paused = now + st end
 end
-put('m_req', m_req); put('m_tok', m_tok); put('m_429', m_429)
-put('factor', tostring(factor)); put('paused_until', tostring(paused))
+put('m_req', m_req); put('m_tok', m_tok)
+if rolled or m_429 ~= num(f[4]) then put('m_429', m_429) end
+local factor_text, paused_text = tostring(factor), tostring(paused)
+if factor_text ~= f[5] then put('factor', factor_text) end
+if paused_text ~= f[7] then put('paused_until', paused_text) end
 local hot = now - last429 < tonumber(ARGV[13])
 local hot_req = hot or (lr and rr and rr < 0.5 * lr)
 local hot_tok = hot or (lt and rt and rt < 0.5 * lt)
 local gone = {}
-if learned_rpm and hot_req then put('rpm_eff', tostring(learned_rpm * factor)) else gone[#gone + 1] = 'rpm_eff' end
-if learned_tpm and hot_tok then put('tpm_eff', tostring(learned_tpm * factor)) else gone[#gone + 1] = 'tpm_eff' end
+if learned_rpm and hot_req then put('rpm_eff', tostring(learned_rpm * factor))
+elseif f[12] then gone[#gone + 1] = 'rpm_eff' end
+if learned_tpm and hot_tok then put('tpm_eff', tostring(learned_tpm * factor))
+elseif f[13] then gone[#gone + 1] = 'tpm_eff' end
 redis.call('HSET', h, unpack(set))
 if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
-redis.call('EXPIRE', h, 86400)
+-- An endpoint idle for a day is forgotten. Set when a minute window starts
+-- (so also when the hash is new): it then lasts 86340 to 86400 s after the
+-- last answer, not one EXPIRE per answer.
+if rolled then redis.call('EXPIRE', h, 86400) end
 return tostring(paused - now)
 """
 

@@ -31,6 +31,7 @@ channel). Everything here overrides kombu 5.x internals (`_brpop_start`,
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -62,6 +63,9 @@ for i = 1, #KEYS - 1 do
 end
 return false
 """
+# Sent as EVALSHA: an EVAL makes Redis hash the whole body again on every
+# fetch. Loaded when Redis first answers NOSCRIPT (a restart, SCRIPT FLUSH).
+_SCAN_SHA = hashlib.sha1(_SCAN.encode()).hexdigest()
 
 _process_key: Dict[int, str] = {}
 
@@ -271,7 +275,7 @@ class Channel(broker.Channel):
         self._brpop_sent_at = time.monotonic()
         if len(lists) > 1 and self._scan_next:
             self._fetch_mode = None
-            args: List[Any] = ["EVAL", _SCAN, len(lists) + 1, *lists, self.processing_key]
+            args: List[Any] = ["EVALSHA", _SCAN_SHA, len(lists) + 1, *lists, self.processing_key]
             self._scan_next = False
         else:
             # Block where the last message came from (most traffic sits on one
@@ -289,11 +293,16 @@ class Channel(broker.Channel):
             try:
                 # The real command's name: redis-py would turn a BLMOVE reply
                 # into a tuple of ints under BRPOP's response callback.
-                command = "EVAL" if self._fetch_mode is None else "BLMOVE"
+                command = "EVALSHA" if self._fetch_mode is None else "BLMOVE"
                 reply = self.client.parse_response(self.client.connection, command, **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except redis_exceptions.NoScriptError:
+                # Redis restarted or its scripts were flushed: nothing moved.
+                # Load the scan; the next fetch scans again at once.
+                self._load_scan()
+                raise kredis.Empty()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -322,6 +331,17 @@ class Channel(broker.Channel):
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def _load_scan(self) -> None:
+        self._scan_next = True
+        try:
+            with self.conn_or_acquire() as client:
+                client.script_load(_SCAN)
+        except Exception as exc:
+            if not _redis_unavailable(exc) or isinstance(exc, REDIS_DOWN):
+                raise  # kombu reconnects on a lost connection
+            logger.warning("cannot load the fetch script now (%s); retry in %.1fs", str(exc)[:200], FETCH_PAUSE_S)
+            time.sleep(FETCH_PAUSE_S)
 
     def _deliver_fetched(self, item: bytes, queue: str, source: str) -> None:
         test_hooks.pause("after_fetch")

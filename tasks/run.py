@@ -278,7 +278,7 @@ class JobRun:
                                   tokens=usage.get("total_tokens") or 0, pipe=pipe)
             self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
             self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id,
-                                 usage=usage, pipe=pipe)
+                                 usage=usage, pipe=pipe, event_follows=True)
             self._emit(
                 "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
                 model=result.model, finish_reason=result.finish_reason,
@@ -433,7 +433,8 @@ class JobRun:
         if reason:
             summary["reason"] = reason
         pipe = self.rt.redis.pipeline(transaction=False)
-        self.rt.store.finish(self.job_id, status=JobStatus.FAILED, payload=summary, batch_id=self.batch_id, token=self.token, pipe=pipe)
+        self.rt.store.finish(self.job_id, status=JobStatus.FAILED, payload=summary, batch_id=self.batch_id,
+                             token=self.token, pipe=pipe, event_follows=True)
         pipe.lpush(self.rt.keys.dead_letter, self.job_id)
         self._emit("error", store=self.stream, pipe=pipe, error=summary)
         finished, *_ = pipe.execute()
@@ -445,7 +446,7 @@ class JobRun:
     def _finish_cancelled(self) -> Dict[str, Any]:
         pipe = self.rt.redis.pipeline(transaction=False)
         self.rt.store.finish(self.job_id, status=JobStatus.CANCELLED, payload={"message": "cancelled while running"},
-                             batch_id=self.batch_id, token=self.token, pipe=pipe)
+                             batch_id=self.batch_id, token=self.token, pipe=pipe, event_follows=True)
         self._emit("cancelled", store=True, pipe=pipe)
         pipe.execute()
         return {"outcome": "cancelled"}

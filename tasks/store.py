@@ -27,17 +27,22 @@ __all__ = ["TERMINAL", "JobRecord", "JobStatus", "JobStore", "new_token"]
 
 # KEYS: job, inflight, batch ; ARGV: now, token, deadline, worker, job_id, has_batch
 _START = """
-local st = redis.call('HGET', KEYS[1], 'status')
+-- One read, one write: this runs for every delivery.
+local f = redis.call('HMGET', KEYS[1], 'status', 'token', 'started_at')
+local st = f[1]
 if not st then return 'missing' end
 if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return 'terminal' end
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 'stale' end
+if f[2] ~= ARGV[2] then return 'stale' end
 if st ~= 'running' and ARGV[6] == '1' then
   redis.call('HINCRBY', KEYS[3], 'running', 1)
   if st == 'queued' then redis.call('HINCRBY', KEYS[3], 'queued', -1) end
   if st == 'retrying' then redis.call('HINCRBY', KEYS[3], 'waiting', -1) end
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[4], 'updated_at', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+if f[3] then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[4], 'updated_at', ARGV[1])
+else  -- the first start of this job: started_at stays that of the first
+  redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[4], 'updated_at', ARGV[1], 'started_at', ARGV[1])
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 return 'run'
 """
@@ -65,19 +70,23 @@ return 1
 
 # A success is kept even from a worker that lost its token (it stalled and
 # was presumed dead): the answer is real and was paid for. First one wins.
+# The seq key's TTL is left alone when an event of this job follows in the
+# same round trip (ARGV[11] = '1'): the events script sets it whenever the
+# key exists, so an EXPIRE here would be overwritten at once.
 # KEYS: job, inflight, batch, attempts, seq ; ARGV: now, status, field, payload,
-#   ttl, job_id, has_batch, input_tokens, output_tokens, token ('' = any)
+#   ttl, job_id, has_batch, input_tokens, output_tokens, token ('' = any), event_follows
 _FINISH = """
-local st = redis.call('HGET', KEYS[1], 'status')
+local f = redis.call('HMGET', KEYS[1], 'status', 'token')
+local st = f[1]
 if not st or st == 'succeeded' or st == 'failed' or st == 'cancelled' then return 0 end
-if ARGV[10] ~= '' and redis.call('HGET', KEYS[1], 'token') ~= ARGV[10] then return 0 end
+if ARGV[10] ~= '' and f[2] ~= ARGV[10] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4], 'finished_at', ARGV[1],
            'updated_at', ARGV[1], 'token', '')
 redis.call('ZREM', KEYS[2], ARGV[6])
 local ttl = tonumber(ARGV[5])
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[4], ttl)
-redis.call('EXPIRE', KEYS[5], ttl)
+if ARGV[11] ~= '1' then redis.call('EXPIRE', KEYS[5], ttl) end
 if ARGV[7] == '1' then
   if st == 'running' then redis.call('HINCRBY', KEYS[3], 'running', -1)
   elseif st == 'retrying' then redis.call('HINCRBY', KEYS[3], 'waiting', -1)
@@ -258,15 +267,20 @@ class JobStore:
         token: str = "",
         usage: Optional[Dict[str, Any]] = None,
         pipe: Any = None,
+        event_follows: bool = False,
     ) -> Any:
-        """Record the end of a job. With `token`, only its holder may (failures)."""
+        """Record the end of a job. With `token`, only its holder may (failures).
+
+        `event_follows`: the caller queued an event of this job after this
+        call on the same `pipe` (tasks.events sets the seq key's TTL then)."""
         batch_key, has_batch = self._batch_key(batch_id)
         usage = usage or {}
         return self._finish(
             keys=[self.keys.job(job_id), self.keys.inflight, batch_key, self.keys.attempts(job_id), self.keys.seq(job_id)],
             args=[time.time(), status.value, "result" if status == JobStatus.SUCCEEDED else "error",
                   json.dumps(payload), self.result_ttl_s, job_id, has_batch,
-                  usage.get("input_tokens") or 0, usage.get("output_tokens") or 0, token],
+                  usage.get("input_tokens") or 0, usage.get("output_tokens") or 0, token,
+                  "1" if event_follows and pipe is not None else "0"],
             client=pipe,
         )
 

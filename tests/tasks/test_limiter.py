@@ -180,3 +180,20 @@ def test_pacing_counts_the_minute_and_rolls_it_over(redis_client):
     pace = pacer.snapshot("openai:c")
     assert (pace["p_req"], pace["p_tok"], pace["p_429"]) == (2, 42, 1)
     assert (pace["m_req"], pace["m_tok"], pace["m_429"]) == (1, 5, 0)
+
+
+def test_the_pace_hash_lives_a_day_from_its_last_minute_and_a_cooled_endpoint_loses_its_rates(redis_client):
+    pacer = Pacer(redis_client, "t")
+    key, headers = pacer.pace_key("openai:t"), {"x-ratelimit-limit-requests": "90",
+                                                "x-ratelimit-remaining-requests": "80"}
+    pacer.observe("openai:t", headers, rate_limited=True, retry_after_s=0.01)
+    assert redis_client.hexists(key, "rpm_eff") and 86_390 < redis_client.ttl(key) <= 86_400
+    # Within the same minute the TTL is not written again (one EXPIRE per minute, not per answer).
+    redis_client.expire(key, 1000)
+    pacer.observe("openai:t", headers, rate_limited=False)
+    assert redis_client.ttl(key) <= 1000 and redis_client.hexists(key, "rpm_eff")  # the 429 is recent: still hot
+    # A minute on, the 429 long past and plenty left: a new minute renews the TTL, the rates go.
+    redis_client.hset(key, mapping={"m_start": time.time() - 61, "last_429_at": time.time() - 61})
+    pacer.observe("openai:t", headers, rate_limited=False)
+    assert 86_390 < redis_client.ttl(key) <= 86_400
+    assert not redis_client.hexists(key, "rpm_eff") and not redis_client.hexists(key, "tpm_eff")

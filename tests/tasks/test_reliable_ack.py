@@ -110,3 +110,19 @@ def test_ack_in_is_a_no_op_for_a_message_this_process_does_not_hold(redis_client
     pipe = redis_client.pipeline(transaction=False)
     assert not ack_in(pipe, "promptq", "no-such-tag") and not ack_in(pipe, "promptq", None)
     assert len(pipe.command_stack) == 0
+
+
+def test_the_scan_is_sent_by_its_sha_and_loaded_again_after_a_script_flush(consumer, redis_client):
+    publish, simple, channel = consumer
+    redis_client.script_flush()
+    redis_client.config_resetstat()
+    for n in (1, 2):
+        publish(n)
+        message = simple.get(timeout=5)
+        assert message.payload == {"n": n}
+        message.ack()
+    stats = redis_client.info("commandstats")
+    assert "cmdstat_eval" not in stats  # never the whole body
+    # One refused (NOSCRIPT), one SCRIPT LOAD (redis-py files it as "script"), then hits.
+    assert stats["cmdstat_evalsha"]["failed_calls"] == 1 and stats["cmdstat_evalsha"]["calls"] >= 3
+    assert stats["cmdstat_script"]["calls"] == 1

@@ -92,6 +92,14 @@ def test_restarting_a_running_job_with_its_token_does_not_recount(store, counter
     assert counters()["running"] == 1 and counters()["queued"] == 0
 
 
+def test_a_second_start_keeps_the_first_started_at(store, redis_client, keys):
+    token = running_job(store)
+    first = field(redis_client, keys, "j1", "started_at")
+    assert first and store.start("j1", token, "w2", 30, None) == "run"
+    assert field(redis_client, keys, "j1", "started_at") == first
+    assert field(redis_client, keys, "j1", "worker") == "w2"
+
+
 # --- move ------------------------------------------------------------------------
 
 
