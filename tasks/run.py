@@ -40,7 +40,6 @@ from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .lanes import route
 from .limits import scope_key
-from .pipeline import execute_scripts
 from .redis_wait import is_transient, wait_for_redis
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token, start_verdict
@@ -182,7 +181,7 @@ class JobRun:
                                 self.batch_id, pipe=pipe)
             allow = self.rt.health.queue_allow_request(self.endpoint, pipe)
             answer = self.gate_for().admit_in(pipe) if early else None
-            started_reply, allow_reply, *admit_reply = execute_scripts(self.rt.redis, pipe)
+            started_reply, allow_reply, *admit_reply = self.rt.round_trips.execute(pipe)
             for reply in (started_reply, allow_reply, *admit_reply):
                 if isinstance(reply, Exception) and is_transient(reply):
                     raise reply  # e.g. OOM inside the script: the whole claim again
@@ -285,7 +284,7 @@ class JobRun:
             )
             # The message's ack rides along: a finished job's message has nothing left to guard.
             acked = reliable_fetch.ack_in(pipe, self.rt.keys.prefix, tag)
-            replies = execute_scripts(self.rt.redis, pipe)
+            replies = self.rt.round_trips.execute(pipe)
             for reply in replies[1 + skip:]:
                 if isinstance(reply, Exception) and is_transient(reply):
                     raise reply  # e.g. OOM: try the whole write again once memory frees up

@@ -25,6 +25,7 @@ from .events import EventPublisher
 from .limiter import Limiter
 from .limits import configured_limits
 from .pacing import Pacer
+from .round_trips import RoundTrips
 from .keys import Keys
 from .observer import Observer
 from .settings import Settings
@@ -45,6 +46,8 @@ class Runtime:
             socket_keepalive=True,
         )
         self.store = JobStore(self.redis, self.keys, settings.result_ttl_s)
+        # Jobs' claims and result writes that are ready together share a round trip.
+        self.round_trips = RoundTrips(self.redis)
         self.events = EventPublisher(
             self.redis, self.keys, maxlen=settings.stream_maxlen, ttl_s=settings.stream_ttl_s
         )

@@ -8,6 +8,7 @@ import pytest
 import redis
 from celery.exceptions import Reject
 
+from promptq.tasks import round_trips
 from promptq.tasks import run as run_module
 from promptq.tasks.app import create_app
 from promptq.tasks.runtime import Runtime
@@ -27,7 +28,7 @@ def job(settings, store):
 
 
 def failing(errors, monkeypatch):
-    real = run_module.execute_scripts
+    real = round_trips.execute_scripts
     calls = []
 
     def execute(client, pipe):
@@ -37,7 +38,8 @@ def failing(errors, monkeypatch):
             raise errors.pop(0)
         return real(client, pipe)
 
-    monkeypatch.setattr(run_module, "execute_scripts", execute)
+    # Every job pipeline goes out through RoundTrips, one execute_scripts per round trip.
+    monkeypatch.setattr(round_trips, "execute_scripts", execute)
     return calls
 
 
