@@ -10,7 +10,10 @@
   waited, `spill_after_s` or more on one target moves to the later target
   that can start it soonest, if that is sooner by a margin (same job id,
   counted as `spilled`, not as a failover). Asked before a ticket is booked,
-  so a job that leaves does not lengthen the line it leaves.
+  so a job that leaves does not lengthen the line it leaves; and the move
+  books its place at the new target in the same step as the last look
+  (tasks.limiter `claim_spill`), so the jobs on their way there count in
+  its wait before they reach its line.
 """
 
 from __future__ import annotations
@@ -118,13 +121,15 @@ class CapacityGate:
         whose probed wait is shorter by `SPILL_MARGIN`: so each job goes
         where it starts soonest, and a batch spreads over its targets in
         proportion to their rates instead of piling onto the next one.
-        Nothing is booked by asking (tasks.limiter `wait_estimate`).
+        Probing books nothing (tasks.limiter `wait_estimate`); the target
+        chosen is claimed (`claim_spill`): if jobs judging at the same moment
+        took the room first, the job stays.
         """
         if not self.may_spill(targets, target_index):
             return None
         after = self.rt.settings.spill_after_s
         try:
-            here = self._probe(self.provider, self.model) if wait_s is None else wait_s
+            here = self._probe(self.provider, self.model, self.job_key) if wait_s is None else wait_s
             if here < after and not self._waited_long(target_index, after):
                 return None
             best, best_wait = None, None
@@ -133,16 +138,21 @@ class CapacityGate:
                 wait = self._probe(provider, model)
                 if best_wait is None or wait < best_wait:
                     best, best_wait = index, wait
+            within = here - max(SPILL_MARGIN_S, SPILL_MARGIN * here)
+            if best is None or best_wait > within:
+                return None
+            provider, _, model = targets[best].partition(":")
+            claimed = self.rt.limiter.claim_spill(provider, model, lane=self.lane, tokens=self.tokens,
+                                                  within_s=within)
         except Exception as exc:  # limiter away: stay (admission fails open on its own)
             logger.warning("spill check unavailable (%s: %s)", type(exc).__name__, str(exc)[:200],
                            exc_info=not is_transient(exc))
             return None
-        if best is None or best_wait + max(SPILL_MARGIN_S, SPILL_MARGIN * here) > here:
-            return None
-        return best
+        return best if claimed else None
 
-    def _probe(self, provider: str, model: str) -> float:
-        return self.rt.limiter.wait_estimate(provider, model, lane=self.lane, tokens=self.tokens)
+    def _probe(self, provider: str, model: str, job_key: str = "") -> float:
+        # `job_key` only here: elsewhere the job would be a newcomer, at the line's end.
+        return self.rt.limiter.wait_estimate(provider, model, lane=self.lane, tokens=self.tokens, job_key=job_key)
 
     def _waited_long(self, target_index: int, after: float) -> bool:
         since = self.rt.redis.hget(self.job_key, "waiting_since") if self.job_key else None
