@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .held_leases import KEY_TTL_S, HeldLeases
 from .limits import Limit, scope_key, scopes_for
+from .spill_shadow import PROBE_LUA, shadow_keys
 from .redis_wait import is_transient
 
 logger = logging.getLogger(__name__)
@@ -63,42 +64,6 @@ SLOW_START_LEASE_TTL_S = 20.0
 CONCURRENCY_RETRY_S = 0.2
 
 LANES = ("interactive", "batch")
-
-# A probe's view of jobs spilling here (spliced into _ACQUIRE): a probe or a
-# claim reads the spill shadow, KEYS[4 + nb]: the budget time ("TAT") the
-# cells would have if the jobs that chose to spill here, and are still on
-# their way (in this target's queue), had taken their turns. A probe counts
-# it in every cell, spaced at the endpoint's full known rate even where it is
-# not paced yet (a cold endpoint is not slowed down, but must not promise room
-# to every job that asks). `probe_answer` then takes the longest wait found:
-# a pause or full cap (`est`), the budgets, and, for a newcomer, the lane's
-# line (a job back from its ticket holds its place). An endpoint never seen,
-# with no rate known, takes at most SLOW_START spills per SS_TTL; the rest
-# are told 'inf'. A claim (ARGV[9 + 3 * nb] == '2') books the turn it was
-# promised: the shadow moves to the cells' time after it, and expires then.
-_SPILL_PROBE = """
-local shadow, shadow_next, spill_step = 0, 0, 0
-if probe then shadow = tonumber(redis.call('GET', KEYS[4 + nb]) or '0') or 0 end
-local function probe_answer(wait, reason, line_step)
-  if est > wait then wait = est end
-  if redis.call('HGET', KEYS[3], 'wait_reason') ~= 'budget' then
-    local line = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-    if line + line_step - now > wait then wait, reason = line + line_step - now, 'line' end
-  end
-  local cold = not seen and spill_step == 0
-  if cold and (tonumber(redis.call('GET', KEYS[5 + nb]) or '0') or 0) >= SLOW_START_N then
-    return {0, 'inf', 'slowstart'}
-  end
-  if ARGV[9 + 3 * nb] ~= '2' or wait > tonumber(ARGV[10 + 3 * nb]) then return {0, tostring(wait), reason} end
-  if cold then
-    redis.call('INCR', KEYS[5 + nb])
-    redis.call('PEXPIRE', KEYS[5 + nb], SS_TTL_MS)
-  elseif shadow_next > now then
-    redis.call('SET', KEYS[4 + nb], tostring(shadow_next), 'PX', math.ceil((shadow_next - now) * 1000) + 1000)
-  end
-  return {3, tostring(wait), 'spill'}
-end
-""".replace("SLOW_START_N", str(SLOW_START)).replace("SS_TTL_MS", str(int(SLOW_START_LEASE_TTL_S * 1000)))
 
 # KEYS[1] pace hash, KEYS[2] line key, KEYS[3] the job's record, KEYS[3+i] bucket i.
 # ARGV: frac, burst_s, horizon_s, lease_id, lease_ttl_s, reserved, nb, then per
@@ -202,7 +167,8 @@ for _, lease in ipairs(conc) do
   redis.call('PEXPIRE', lease[1], KEY_TTL_MS)
 end
 return {1, '0', 'ok'}
-""".replace("SPILL_PROBE", _SPILL_PROBE).replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace("KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
+""".replace("SPILL_PROBE", PROBE_LUA.replace("SLOW_START_N", str(SLOW_START)).replace(
+    "SS_TTL_MS", str(int(SLOW_START_LEASE_TTL_S * 1000)))).replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace("KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
 
 # Give back concurrency leases and correct token cells by what the call really cost.
 # KEYS[1] pace hash, KEYS[1+i] bucket i. ARGV: lease_id, token_delta, nb, then per bucket (kind, rate).
@@ -372,7 +338,7 @@ class Limiter:
             args += [kind, rate, cost]
         args += [CONCURRENCY_RETRY_S, mode]
         if probe:  # only a probe reads (a claim writes) where spilling jobs are on their way
-            keys += [self.bucket_key(endpoint, f"spill:{lane}"), self.bucket_key(endpoint, "spill:cold")]
+            keys += shadow_keys(self.bucket_key, endpoint, lane)
             args.append(within_s)
         kept = [(key, "gt" if kind == "g" and key.endswith(":tok") else kind, rate)
                 for key, kind, rate, cost in buckets]
