@@ -136,7 +136,9 @@ if not reserved then
       if tat < now then tat = now end
       local new = tat + step
       news[i] = new
-      if new > shadow_next then shadow_next = new end
+      -- A spill's place is one turn at the full rate, as tickets are: the
+      -- rate backed off after a 429 climbs back long before its turn.
+      if tat + full_step > shadow_next then shadow_next = tat + full_step end
       local w = new - now - math.max(burst * frac, step)
       if w > worst then worst, worst_step = w, full_step end
     end
