@@ -44,8 +44,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .held_leases import KEY_TTL_S, HeldLeases
 from .limits import Limit, scope_key, scopes_for
-from .spill_shadow import PROBE_LUA, shadow_keys
 from .redis_wait import is_transient
+from .spill_shadow import PROBE_LUA, shadow_keys
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ LANES = ("interactive", "batch")
 # lr/lt = GCRA at the learned rpm_eff/tpm_eff, c = concurrency cap,
 # ss = slow-start concurrency (only until the endpoint was first seen).
 # ARGV[9 + 3 * nb] = '1': a probe, which only reads: the wait a call would be
-# told now (0 if it would go), nothing booked. '2': a spill claim (tasks.spill):
+# told now (0 if it would go), nothing booked. '2': a spill claim (tasks.spill_shadow):
 # the same estimate, and if it is at most ARGV[10 + 3 * nb] seconds, a place is
 # booked for the spilled job in KEYS[4 + nb] (the spill shadow) or, before the
 # endpoint was first seen, counted in KEYS[5 + nb]; then the code is 3.
@@ -170,7 +170,8 @@ for _, lease in ipairs(conc) do
 end
 return {1, '0', 'ok'}
 """.replace("SPILL_PROBE", PROBE_LUA.replace("SLOW_START_N", str(SLOW_START)).replace(
-    "SS_TTL_MS", str(int(SLOW_START_LEASE_TTL_S * 1000)))).replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace("KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
+    "SS_TTL_MS", str(int(SLOW_START_LEASE_TTL_S * 1000)))).replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace(
+    "KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
 
 # Give back concurrency leases and correct token cells by what the call really cost.
 # KEYS[1] pace hash, KEYS[1+i] bucket i. ARGV: lease_id, token_delta, nb, then per bucket (kind, rate).
@@ -286,8 +287,7 @@ class Limiter:
         The same Lua as `acquire`, read only: so a spill compares like with
         like. The longest of every wait that applies: a pause, the budgets,
         the lane's line (unless `job_key`'s job is back from its ticket there,
-        holding its place) and jobs already spilling here (`claim_spill`);
-        inf for an endpoint never seen with SLOW_START jobs on their way."""
+        holding its place) and jobs already spilling here (`claim_spill`)."""
         return self._ask(provider, model, lane, tokens, False, job_key, "1").wait_s
 
     def claim_spill(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,
@@ -296,7 +296,8 @@ class Limiter:
 
         Asked and booked in one step, so jobs judging at once do not all see
         the same empty line. The place is a time in a key that expires when
-        it is reached: a job that dies on its way leaves nothing for longer."""
+        it is reached: a job that dies on its way leaves nothing for longer.
+        An endpoint never seen, with no rate known, takes SLOW_START at most."""
         return self._ask(provider, model, lane, tokens, False, "", "2", within_s).reason == "spill"
 
     def acquire(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,

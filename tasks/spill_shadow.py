@@ -30,10 +30,10 @@ from typing import Callable, List
 # not paced yet (a cold endpoint is not slowed down, but must not promise room
 # to every job that asks). `probe_answer` then takes the longest wait found:
 # a pause or full cap (`est`), the budgets, and, for a newcomer, the lane's
-# line (a job back from its ticket holds its place). An endpoint never seen,
-# with no rate known, takes at most SLOW_START spills per SS_TTL; the rest
-# are told 'inf'. A claim (ARGV[9 + 3 * nb] == '2') books the turn it was
-# promised: the shadow moves to the cells' time after it, and expires then.
+# line (a job back from its ticket holds its place). A claim (ARGV[9 + 3 *
+# nb] == '2') books the turn it was promised: the shadow moves to the cells'
+# time after it, and expires then. An endpoint never seen, with no rate
+# known, takes at most SLOW_START claims per slow-start lease TTL (a counter).
 PROBE_LUA = """
 local shadow, shadow_next, spill_step = 0, 0, 0
 if probe then shadow = tonumber(redis.call('GET', KEYS[4 + nb]) or '0') or 0 end
@@ -43,11 +43,13 @@ local function probe_answer(wait, reason, line_step)
     local line = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
     if line + line_step - now > wait then wait, reason = line + line_step - now, 'line' end
   end
+  if ARGV[9 + 3 * nb] ~= '2' or wait > tonumber(ARGV[10 + 3 * nb]) then return {0, tostring(wait), reason} end
+  -- Only a claim is capped here: a job already on its way counts in the cap
+  -- and must not be told its own target is full.
   local cold = not seen and spill_step == 0
   if cold and (tonumber(redis.call('GET', KEYS[5 + nb]) or '0') or 0) >= SLOW_START_N then
-    return {0, 'inf', 'slowstart'}
+    return {0, tostring(wait), 'slowstart'}
   end
-  if ARGV[9 + 3 * nb] ~= '2' or wait > tonumber(ARGV[10 + 3 * nb]) then return {0, tostring(wait), reason} end
   if cold then
     redis.call('INCR', KEYS[5 + nb])
     redis.call('PEXPIRE', KEYS[5 + nb], SS_TTL_MS)
