@@ -173,3 +173,27 @@ def test_the_probe_sees_a_line_behind_a_pause_and_a_free_cell(redis_client):
     # A short pause does not hide the line.
     redis_client.hset(f"t:pace:{FAST}", "paused_until", now + 2)
     assert lim.wait_estimate("openai", "fast", lane="batch") == pytest.approx(30.1, abs=0.5)
+
+
+def test_a_ticket_as_promised_stays_and_a_stale_one_is_judged_again(redis_client):
+    lim, rt = setup(redis_client, **{FAST: Limit(rpm=60), SLOW: Limit(rpm=60)})
+    targets = [FAST, SLOW]
+
+    def free_slow():
+        redis_client.delete(lim.bucket_key(SLOW, "req"), lim.bucket_key(SLOW, "line:batch"))
+
+    book(lim, FAST, 20)
+    book(lim, SLOW, 30)  # longer there: stay
+    kept = gate(rt)
+    assert kept.spill_target(targets, 0) is None
+    ticket = book(lim, FAST)[0]  # the turn its probe promised
+    free_slow()
+    # Leaving now would leave a hole in this line: it chose on a true view, it keeps its turn.
+    assert kept.spill_target(targets, 0, ticket.wait_s, ticket=True) is None
+    book(lim, SLOW, 30)
+    stale = gate(rt)
+    assert stale.spill_target(targets, 0) is None
+    book(lim, FAST, 20)  # others booked between its probe and its ticket
+    ticket = book(lim, FAST)[0]
+    free_slow()
+    assert stale.spill_target(targets, 0, ticket.wait_s, ticket=True) == 1
