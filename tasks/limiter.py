@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from .held_leases import KEY_TTL_S, HeldLeases
 from .limits import Limit, scope_key, scopes_for
 from .redis_wait import is_transient
+from .spill_shadow import PROBE_LUA, shadow_keys
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ LANES = ("interactive", "batch")
 # lr/lt = GCRA at the learned rpm_eff/tpm_eff, c = concurrency cap,
 # ss = slow-start concurrency (only until the endpoint was first seen).
 # ARGV[9 + 3 * nb] = '1': a probe, which only reads: the wait a call would be
-# told now (0 if it would go), nothing booked.
+# told now (0 if it would go), nothing booked. '2': a spill claim (tasks.spill_shadow):
+# the same estimate, and if it is at most ARGV[10 + 3 * nb] seconds, a place is
+# booked for the spilled job in KEYS[4 + nb] (the spill shadow) or, before the
+# endpoint was first seen, counted in KEYS[5 + nb]; then the code is 3.
 # Returns {code, wait_s, reason}: 1 go, 2 reserved (sleep wait_s then go), 0 ticket;
 # a go adds 1 if it took a slow-start lease (else `settle` has none to give back).
 _ACQUIRE = """
@@ -79,12 +83,18 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local frac, burst, horizon = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local reserved = ARGV[6] == '1'
 local nb = tonumber(ARGV[7])
-local probe = ARGV[9 + 3 * nb] == '1'
+local probe = ARGV[9 + 3 * nb] ~= '0'
 -- One read of the pace hash (tasks.pacing): this runs for every call.
 local pace = redis.call('HMGET', KEYS[1], 'paused_until', 'seen', 'rpm_eff', 'learned_rpm', 'tpm_eff', 'learned_tpm')
 local paused = tonumber(pace[1] or '0') or 0
-if paused > now then return {0, tostring(paused - now), 'paused'} end
 local seen = pace[2] ~= false
+-- A probe does not stop at the first wait it finds: it wants the longest
+-- (a short pause must not hide a long line).
+local est = 0
+if paused > now then
+  if not probe then return {0, tostring(paused - now), 'paused'} end
+  est = paused - now
+end
 local conc = {}
 local slow_started = 0
 for i = 1, nb do
@@ -93,12 +103,16 @@ for i = 1, nb do
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     local cap = tonumber(ARGV[6 + 3 * i])
     if kind == 'c' then cap = math.max(1, math.floor(cap * frac)) end
-    if redis.call('ZCARD', key) >= cap then return {0, ARGV[8 + 3 * nb], 'concurrency'} end
+    if redis.call('ZCARD', key) >= cap then
+      if not probe then return {0, ARGV[8 + 3 * nb], 'concurrency'} end
+      est = math.max(est, tonumber(ARGV[8 + 3 * nb]))
+    end
     local ttl = tonumber(ARGV[5])
     if kind == 'ss' then ttl = SS_TTL; slow_started = 1 end
     table.insert(conc, {key, ttl})
   end
 end
+SPILL_PROBE
 if not reserved then
   local news, worst, worst_step = {}, -1e18, 0
   for i = 1, nb do
@@ -112,15 +126,21 @@ if not reserved then
       rate = tonumber(pace[5] or '')
       full = tonumber(pace[6] or '') or rate
     end
+    if probe and not (rate and rate > 0) and full then rate = full end
+    if probe and rate and rate > 0 then spill_step = math.max(spill_step, tonumber(ARGV[7 + 3 * i]) * 60 / rate) end
     if rate and rate > 0 then
       local step = tonumber(ARGV[7 + 3 * i]) * 60 / rate
       -- Tickets are spaced at the budget's full rate: a rate backed off for
       -- a while (AIMD) must not stretch the whole line for good.
       local full_step = tonumber(ARGV[7 + 3 * i]) * 60 / math.max(rate, full or rate)
       local tat = tonumber(redis.call('GET', KEYS[3 + i]) or '0') or 0
+      if tat < shadow then tat = shadow end
       if tat < now then tat = now end
       local new = tat + step
       news[i] = new
+      -- A spill's place is one turn at the full rate, as tickets are: the
+      -- rate backed off after a 429 climbs back long before its turn.
+      if tat + full_step > shadow_next then shadow_next = tat + full_step end
       local w = new - now - math.max(burst * frac, step)
       if w > worst then worst, worst_step = w, full_step end
     end
@@ -136,11 +156,11 @@ if not reserved then
     local line = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
     if line < start then line = start end
     line = line + worst_step
-    if probe then return {0, tostring(line - now), 'budget'} end
+    if probe then return probe_answer(line - now, 'budget', 0) end
     redis.call('SET', KEYS[2], tostring(line), 'PX', math.ceil((line - now) * 1000) + 1000)
     return {0, tostring(line - now), 'budget'}
   end
-  if probe then return {0, tostring(math.max(worst, 0)), 'probe'} end
+  if probe then return probe_answer(math.max(worst, 0), 'probe', worst_step) end
   for i, new in pairs(news) do
     redis.call('SET', KEYS[3 + i], tostring(new), 'PX', math.ceil((new - now) * 1000) + 1000)
   end
@@ -151,7 +171,9 @@ for _, lease in ipairs(conc) do
   redis.call('PEXPIRE', lease[1], KEY_TTL_MS)
 end
 return {1, '0', 'ok', slow_started}
-""".replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace("KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
+""".replace("SPILL_PROBE", PROBE_LUA.replace("SLOW_START_N", str(SLOW_START)).replace(
+    "SS_TTL_MS", str(int(SLOW_START_LEASE_TTL_S * 1000)))).replace("SS_TTL", repr(SLOW_START_LEASE_TTL_S)).replace(
+    "KEY_TTL_MS", str(int(KEY_TTL_S * 1000)))
 
 # Give back concurrency leases and correct token cells by what the call really cost.
 # KEYS[1] pace hash, KEYS[1+i] bucket i. ARGV: lease_id, token_delta, nb, then per bucket (kind, rate).
@@ -265,19 +287,37 @@ class Limiter:
 
     # --- admission -------------------------------------------------------------
 
-    def wait_estimate(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1) -> float:
-        """Seconds a call to provider:model would be told to wait now (0: it would go); books nothing.
+    def wait_estimate(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,
+                      job_key: str = "") -> float:
+        """Seconds until a call to provider:model could start, as far as Redis knows now; books nothing.
 
-        The same Lua as `acquire`, read only: so a spill compares like with like."""
-        return self.acquire(provider, model, lane=lane, tokens=tokens, _probe=True).wait_s
+        The same Lua as `acquire`, read only: so a spill compares like with
+        like. The longest of every wait that applies: a pause, the budgets,
+        the lane's line (unless `job_key`'s job is back from its ticket there,
+        holding its place) and jobs already spilling here (`claim_spill`)."""
+        return self._ask(provider, model, lane, tokens, False, job_key, "1").wait_s
+
+    def claim_spill(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,
+                    within_s: float) -> bool:
+        """Book a place for a job moving to provider:model if `wait_estimate` there is at most `within_s`.
+
+        Asked and booked in one step, so jobs judging at once do not all see
+        the same empty line. The place is a time in a key that expires when
+        it is reached: a job that dies on its way leaves nothing for longer.
+        An endpoint never seen, with no rate known, takes SLOW_START at most."""
+        return self._ask(provider, model, lane, tokens, False, "", "2", within_s).reason == "spill"
 
     def acquire(self, provider: str, model: str, *, lane: str = "interactive", tokens: int = 1,
-                reserved: bool = False, job_key: str = "", _probe: bool = False) -> Admission:
+                reserved: bool = False, job_key: str = "") -> Admission:
         """Ask once. `reserved=True` after sleeping out a reservation: only pauses and concurrency count.
 
         `job_key`: the job's record; a job back from a ticket (its `wait_reason`
         is "budget") that narrowly misses a turn is not sent to the end of the line."""
-        keys, args, answer = self._acquire_call(provider, model, lane, tokens, reserved, job_key, _probe)
+        return self._ask(provider, model, lane, tokens, reserved, job_key, "0")
+
+    def _ask(self, provider: str, model: str, lane: str, tokens: int, reserved: bool, job_key: str, mode: str,
+             within_s: float = 0.0) -> Admission:
+        keys, args, answer = self._acquire_call(provider, model, lane, tokens, reserved, job_key, mode, within_s)
         return answer(self._acquire(keys=keys, args=args))
 
     def acquire_in(self, pipe: Any, provider: str, model: str, *, lane: str = "interactive",
@@ -285,12 +325,14 @@ class Limiter:
         """`acquire`, queued on `pipe`: returns what turns the pipeline's reply into the Admission.
 
         So a job's start and its first admission share one round trip (tasks.run)."""
-        keys, args, answer = self._acquire_call(provider, model, lane, tokens, False, job_key, False)
+        keys, args, answer = self._acquire_call(provider, model, lane, tokens, False, job_key, "0")
         self._acquire(keys=keys, args=args, client=pipe)
         return answer
 
     def _acquire_call(self, provider: str, model: str, lane: str, tokens: int, reserved: bool, job_key: str,
-                      probe: bool) -> Tuple[List[str], List[Any], Callable[[Any], Admission]]:
+                      mode: str, within_s: float = 0.0) -> Tuple[List[str], List[Any], Callable[[Any], Admission]]:
+        """KEYS, ARGV and the reply's reader for _ACQUIRE. `mode`: "0" acquire, "1" probe, "2" spill claim."""
+        probe = mode != "0"
         if lane not in LANES:
             raise ValueError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
         frac = 1.0 if lane == "interactive" else 1.0 - self.interactive_reserve
@@ -304,7 +346,10 @@ class Limiter:
                            "1" if reserved else "0", len(buckets)]
         for _, kind, rate, cost in buckets:
             args += [kind, rate, cost]
-        args += [CONCURRENCY_RETRY_S, "1" if probe else "0"]
+        args += [CONCURRENCY_RETRY_S, mode]
+        if probe:  # only a probe reads (a claim writes) where spilling jobs are on their way
+            keys += shadow_keys(self.bucket_key, endpoint, lane)
+            args.append(within_s)
         kept = [(key, "gt" if kind == "g" and key.endswith(":tok") else kind, rate)
                 for key, kind, rate, cost in buckets]
 

@@ -369,8 +369,10 @@ class JobRun:
             return self._failover(why) if has_next else self._fail(why, reason="rate_limited")
         # Judged again here, tickets ("budget") included: the probe in _run can
         # be stale when jobs arrive together (all saw an empty line, then all
-        # but one got a ticket a minute out), and such a job must still leave.
-        spill_to = self.gate_for().spill_target(self.targets, self.target_index, wait_s)
+        # but one got a ticket a minute out), and such a job must still leave;
+        # a ticket as the probe promised stays (tasks.capacity: no hole).
+        spill_to = self.gate_for().spill_target(self.targets, self.target_index, wait_s,
+                                                ticket=reason == "budget")
         if spill_to is not None:
             why = error or self.gate_for().rate_limited_error(f"no capacity ({reason})")
             return self._failover(why, spill=True, to_index=spill_to)
