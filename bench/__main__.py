@@ -114,6 +114,7 @@ def main(argv: List[str] = None) -> int:
         out = Path(__file__).resolve().parent.parent / out
     write_json(out, rows, details, meta)
     print(table(rows))
+    print(f"\nredis-server: {meta['environment']['redis_server']}")
     print(f"\n{meta['seconds']:.0f} s in all; JSON: {out}")
     return 1 if failed else 0
 

@@ -81,7 +81,20 @@ def environment() -> Dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "redis_server": _redis_version(),
     }
+
+
+def _redis_version() -> str:
+    """Which redis-server the run used (its version and allocator move Redis CPU per command)."""
+    import subprocess
+
+    from promptq.workers.embedded_redis import find_redis_server
+
+    path = find_redis_server()
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    fields = dict(part.split("=", 1) for part in out.split() if "=" in part)
+    return f"{path}: v{fields.get('v', '?')} malloc={fields.get('malloc', '?')}"
 
 
 def write_json(path: Path, rows: List[Dict[str, Any]], details: Dict[str, Any], meta: Dict[str, Any]) -> None:

