@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence
 
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
 
 from .client_core import (ClientCore, Commands, Deliver, JobFailedError, JobNotFound, Listen, Protocol, Reset,
                           Send, Sleep, Subscribe, stream_item)
@@ -285,9 +284,4 @@ class AsyncClient:
         if self.sender.needs_declare(step.queue):
             # kombu's connection is blocking: off the loop.
             await asyncio.to_thread(self.sender.declare, step.queue)
-        command = self.sender.command(step)
-        try:
-            return await self.redis.execute_command(*command)
-        except NoScriptError:  # Redis restarted or its scripts were flushed
-            await self.redis.script_load(step.create.source)
-            return await self.redis.execute_command(*command)
+        return await self._io(self.sender.call(step))

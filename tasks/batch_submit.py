@@ -42,7 +42,7 @@ from .store import new_token
 #: Lines per pipeline round: big enough to amortise the round trip, small
 #: enough that one MULTI does not stall Redis for other clients.
 CHUNK_LINES = 1000
-#: Records created (or released) per script call within a chunk.
+#: Records (with their messages) created per script call within a chunk.
 SCRIPT_LINES = 250
 
 # One submitter per batch at a time: two concurrent submissions of the same

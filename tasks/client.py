@@ -194,12 +194,7 @@ class Client:
         """Record and message in one round trip (tasks.message_send); 1 if created."""
         if self.sender.needs_declare(step.queue):
             self.sender.declare(step.queue)
-        command = self.sender.command(step)
-        try:
-            return self.redis.execute_command(*command)
-        except redis.exceptions.NoScriptError:  # Redis restarted or its scripts were flushed
-            self.redis.script_load(step.create.source)
-            return self.redis.execute_command(*command)
+        return self._io(self.sender.call(step))
 
     def _io(self, step: Any) -> Any:
         if isinstance(step, ScriptCall):

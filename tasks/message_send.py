@@ -6,22 +6,21 @@ inside the script that creates the record (`store_calls.create_and_push`):
 one round trip, and no moment when either exists without the other.
 Through Celery's `send_task` a submit took four round trips: the record,
 the message, the release from inflight and the task-sent event.
-`Client` (sync) and `AsyncClient` each only run `command` and, on
-NOSCRIPT, load `step.create.source` and run it again.
+`Client` (sync) and `AsyncClient` each only declare the queue once and run
+`call(step)` as they run any script call (redis-py loads it on NOSCRIPT).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from typing import Any
 
 from .client_core import Send
 from .lanes import lane_of, list_key
+from .store_calls import ScriptCall
 
 
 class JobSender:
-    """Envelopes and the submit command for one Celery app."""
+    """Envelopes and the submit script call for one Celery app."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -34,14 +33,14 @@ class JobSender:
         """kombu binds a queue once per process before its first publish (a blocking call)."""
         self._builder().declare([queue])
 
-    def command(self, step: Send) -> tuple:
-        """The EVALSHA that creates the record and pushes the message (a redis-py Script
-        call would ask SCRIPT EXISTS first: one more round trip)."""
+    def call(self, step: Send) -> ScriptCall:
+        """The script call that creates the record and pushes the message: `step.create`
+        with the lane's list and the envelope appended."""
         envelope = self._builder().envelope(step.job_id, step.spec, step.token, step.queue,
                                             target_index=step.target_index, attempt=step.attempt)
         create = step.create
-        keys = (*create.keys, list_key(step.queue, lane_of(step.spec)))
-        return ("EVALSHA", _sha1(create.source), len(keys), *keys, *create.args, envelope)
+        return ScriptCall(create.source, [*create.keys, list_key(step.queue, lane_of(step.spec))],
+                          [*create.args, envelope])
 
     def _builder(self) -> Any:
         if self._messages is None:
@@ -50,7 +49,3 @@ class JobSender:
             self._messages = MessageBuilder(self.app)
         return self._messages
 
-
-@functools.lru_cache(maxsize=32)
-def _sha1(source: str) -> str:
-    return hashlib.sha1(source.encode("utf-8")).hexdigest()
