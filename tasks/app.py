@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
+from .heap import freeze_startup_heap
 from .keys import Keys
 from .lanes import PRIORITY_STEPS
 from .observer import Observer
@@ -113,5 +114,12 @@ def create_app(
             from .runtime import get_runtime
 
             get_runtime(app)
+            freeze_startup_heap(collect=True)
+
+    @worker_process_init.connect(weak=False)
+    def _freeze_child(**_: Any) -> None:
+        # A prefork child runs the jobs; the parent's worker_ready came after
+        # it was forked, so it freezes its own copy.
+        freeze_startup_heap(collect=False)
 
     return app

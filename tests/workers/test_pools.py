@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -26,12 +27,18 @@ def client(redis_server):
 def test_each_pool_runs_jobs(redis_server, client, pool):
     with FakeOpenAI(api_key=KEY) as openai:
         env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai.base_url}
-        with WorkerProcess(redis_server.url, ["openai"], env=env, pool=pool, concurrency=2, name=f"pool-{pool}"):
+        with WorkerProcess(redis_server.url, ["openai"], env=env, pool=pool, concurrency=2, name=f"pool-{pool}") as worker:
             handles = [client.submit(f"{pool} job {i} #{uuid.uuid4().hex[:6]}", to=["openai:gpt-4o-mini"])
                        for i in range(4)]
             records = [client.result(h.id, timeout=60) for h in handles]
+            log = worker.log()
     assert [r.status.value for r in records] == ["succeeded"] * 4
     assert all(r.text.startswith(f"echo: {pool} job") for r in records)
+    # The process that runs the jobs froze its start-up heap out of the
+    # collector's walks (tasks.heap): the worker itself, or each prefork child.
+    frozen = [int(n) for n in re.findall(r"froze (\d+) start-up objects", log)]
+    assert len(frozen) == (1 + 2 if pool == "prefork" else 1), log
+    assert min(frozen) > 10_000
 
 
 def test_gevent_pool_of_200_runs_200_jobs_at_once(redis_server, client):
