@@ -20,7 +20,10 @@ Loads: *light* (2 streams, ~200 chunks/s), *moderate* (20 streams of 100
 chunks 10 ms apart, ~2,000 chunks/s offered) for latency, *saturation* (200
 concurrent streams of 100 chunks, no delay) for chunks/s and CPU per chunk,
 and the same with 400-chunk streams: the extra CPU per extra chunk is the
-chunk path alone, the per-job cost cancelled out. Before each measured load
+chunk path alone, the per-job cost cancelled out. Saturation runs once more
+through two worker processes of half the slots each: a host runs one worker
+process per core (one process is GIL-bound to one), and the issue's target is
+per host. Before each measured load
 the worker serves the same load once unmeasured (pools filled, as in a
 running worker). Redis's own counts (`INFO commandstats`) give commands and
 round trips per chunk.
@@ -49,14 +52,16 @@ PROMPT = "stream " + " ".join(f"w{i:03d}" for i in range(80))  # > 100 character
 
 
 def run_load(redis_server, *, jobs: int, chunks: int, chunk_delay_s: float, pool: str, concurrency: int,
-             label: str, timeout_s: float = 180.0) -> Dict[str, Any]:
+             label: str, timeout_s: float = 180.0, processes: int = 1) -> Dict[str, Any]:
+    """One load through `processes` workers of `concurrency` slots each (CPU figures are their sum)."""
     client = promptq_client(redis_server.url)
     client.redis.flushall()
     out = tempfile.mktemp(prefix="bench-sub-", suffix=".json")
     with FakeProcess(chunk_count=chunks, chunk_delay_s=chunk_delay_s, stamp=True) as fake:
-        worker = promptq_worker(redis_server.url, fake.base_url, pool=pool, concurrency=concurrency,
-                                name=f"stream-{pool}")
-        worker.start()
+        workers = [promptq_worker(redis_server.url, fake.base_url, pool=pool, concurrency=concurrency,
+                                  name=f"stream-{pool}-{n}") for n in range(processes)]
+        for worker in workers:
+            worker.start()
         # Warm-up: the same number of streams once, unmeasured, so the worker's
         # Redis, broker and HTTP pools hold as many connections as the load
         # needs (a running worker's state; the minimal relay, too, opens its
@@ -74,18 +79,19 @@ def run_load(redis_server, *, jobs: int, chunks: int, chunk_delay_s: float, pool
         try:
             assert sub.stdout.readline().strip() == b"ready"
             redis_stats = RedisStats(client.redis, redis_server.pid)
-            cpu = CPU({"worker": worker.proc.pid, "fake": fake.pid, "redis": redis_server.pid, "subscriber": sub.pid})
+            cpu = CPU({"fake": fake.pid, "redis": redis_server.pid, "subscriber": sub.pid,
+                       **{f"worker_{n}": w.proc.pid for n, w in enumerate(workers)}})
             tag = uuid.uuid4().hex[:6]
             ids = [client.submit(f"{PROMPT} {tag}{i}", to=[TARGET], stream=True).id for i in range(jobs)]
             wait_all_exist(client.redis, [client.keys.attempts(i) for i in ids], timeout_s, f"streaming {label}")
-            cpu_used = cpu.stop()
-            shares = cpu.shares()
+            cpu_used, shares = _workers_summed(cpu.stop()), _workers_summed(cpu.shares())
             redis_stats = redis_stats.stop()
             time.sleep(0.3)
         finally:
             sub.stdin.close()
             sub.wait(60)
-            worker.stop()
+            for worker in workers:
+                worker.stop()
     statuses: Dict[str, int] = {}
     for job_id in ids:
         record = client.status(job_id)
@@ -96,9 +102,16 @@ def run_load(redis_server, *, jobs: int, chunks: int, chunk_delay_s: float, pool
     os.unlink(out)
     result = summarise(events, jobs=jobs, chunks=chunks, chunk_delay_s=chunk_delay_s, cpu_used=cpu_used, shares=shares,
                        worker="worker", redis_stats=redis_stats)
-    result.update({"pool": pool, "concurrency": concurrency, "statuses": statuses})
-    _log(f"{label} {pool}/{concurrency}", result)
+    result.update({"pool": pool, "concurrency": concurrency, "processes": processes, "statuses": statuses})
+    _log(f"{label} {pool}/{concurrency}" + (f" x {processes} processes" if processes > 1 else ""), result)
     return result
+
+
+def _workers_summed(figures: Dict[str, float]) -> Dict[str, float]:
+    """`worker_0`, `worker_1`, ... folded into one `worker` figure (their sum)."""
+    out = {k: v for k, v in figures.items() if not k.startswith("worker_")}
+    out["worker"] = round(sum(v for k, v in figures.items() if k.startswith("worker_")), 4)
+    return out
 
 
 def _log(what: str, result: Dict[str, Any]) -> None:
@@ -282,5 +295,19 @@ def run(ctx):
                         baseline_is="minimal relay",
                         note=f"{pc.get('round_trips')} round trips (all clients), {pc.get('command_us')} us in commands "
                              f"per chunk; relay: {limit['relay']['saturation']['redis_per_chunk']}"))
+    # A host runs one worker process per core (a process is GIL-bound to
+    # one): the same saturation through two processes of half the slots.
+    for pool, conc in pools(ctx):
+        key = f"{pool}/{conc // 2} x 2 processes"
+        two = run_load(ctx.redis, jobs=sat_jobs, chunks=100, chunk_delay_s=0.0, pool=pool, concurrency=conc // 2,
+                       processes=2, label="saturation")
+        details[key] = {"saturation": two}
+        complete = two["pieces"] == two["expected_pieces"] and two["statuses"] == {"succeeded": two["jobs"]}
+        rate = two["chunks_per_s"]
+        rows.append(row("3 streaming", f"chunks/s at saturation ({sat_jobs} streams x 100), {key}", rate, "chunks/s",
+                        baseline=base_rate, baseline_is="minimal relay", target=f"ratio >= {RATE_RATIO_TARGET:g}",
+                        met=bool(base_rate) and rate / base_rate >= RATE_RATIO_TARGET and complete,
+                        note=("" if complete else f"incomplete: {two['pieces']}/{two['expected_pieces']} pieces; ")
+                        + f"{two['us_per_chunk']} us worker CPU per chunk (both); cores {two['cores']}"))
     ctx.results["streaming"] = details
     return rows, details
