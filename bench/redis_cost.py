@@ -13,6 +13,12 @@ bench.redis_stats), for non-streamed jobs on the zero-latency fake:
    (1), the idle background for the window's length (3) and the driver's
    own polling (counted here). This is the steady state a busy worker is in.
 
+The same four steps run for the baseline, in the same run and on the same
+Redis: a bare Celery task making the same HTTP call (`bench.bare_app`, with
+Celery's Redis result backend and task events, threads/32), sent with
+`apply_async`, drained by its result keys. Its worker part per task is the
+floor a Celery worker's own machinery costs Redis here.
+
 Then `MEMORY USAGE` of every key a finished job left behind (record,
 attempts, event numbering, replay stream), for a non-streamed and for a
 streamed job. One Redis's job rate by its own arithmetic: 1 s / Redis CPU
@@ -22,9 +28,12 @@ per submitted job (producer + worker parts).
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
-from .harness import TARGET, FakeProcess, log, promptq_client, promptq_worker
+import redis
+
+from .harness import (BARE_QUEUE, TARGET, BareWorker, FakeProcess, bare_client, log, promptq_client,
+                      promptq_worker, send_bare)
 from .redis_stats import RedisStats, memory_usage, per
 from .report import row
 
@@ -71,6 +80,52 @@ def _drain(client: Any, ids: List[str]) -> int:
         time.sleep(0.02)
 
 
+def _drain_bare(client: redis.Redis, ids: List[str]) -> int:
+    """`_drain` for bare Celery tasks: queue and kombu's unacked hash empty, then every result key."""
+    polls = 0
+    deadline = time.monotonic() + 120
+    keys = [f"celery-task-meta-{i}" for i in ids]
+    while True:
+        polls += 2
+        if not client.llen(BARE_QUEUE) and not client.hlen("unacked"):
+            polls += 1
+            if client.exists(*keys) == len(keys):
+                return polls
+        if time.monotonic() > deadline:
+            raise TimeoutError("redis case: bare tasks did not finish")
+        time.sleep(0.02)
+
+
+def steady_state(stats_client: Any, redis_pid: int, n: int, submit: Callable[[str], List[str]],
+                 drain: Callable[[List[str]], int], worker: Any) -> Dict[str, Any]:
+    """Steps 1-4 of the module's docstring, for one kind of producer and worker.
+
+    `submit(tag)` sends n jobs and returns their ids; `drain(ids)` waits for
+    them and returns the commands its polling sent; `worker` is started here
+    and left running (the caller stops it).
+    """
+    stats = RedisStats(stats_client, redis_pid)
+    first = submit("first")
+    submitted = stats.stop()
+    stats = RedisStats(stats_client, redis_pid)
+    worker.start()
+    polls = drain(first)
+    cold = _minus(stats.stop(), {"commands": polls, "round_trips": polls, "command_usec": 0, "redis_cpu_s": 0})
+    stats, started = RedisStats(stats_client, redis_pid), time.monotonic()
+    time.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for the worker
+    idle, idle_s = stats.stop(), time.monotonic() - started
+    stats, started = RedisStats(stats_client, redis_pid), time.monotonic()
+    polls = drain(submit("again"))
+    window, window_s = stats.stop(), time.monotonic() - started
+    work = _minus(_minus(_minus(window, submitted), _scaled(idle, window_s / idle_s)),
+                  {"commands": polls, "round_trips": polls, "command_usec": 0, "redis_cpu_s": 0})
+    per_submit, per_worker = per(submitted, n), per(work, n)
+    total_us = per_submit.get("redis_cpu_us", 0) + per_worker.get("redis_cpu_us", 0)
+    return {"ids": first, "submit": submitted, "cold": cold, "worker_idle_per_s": _scaled(idle, 1 / idle_s),
+            "worker": work, "polls": polls, "per_job_submit": per_submit, "per_job_worker": per_worker,
+            "per_job_cold": per(cold, n), "jobs_per_s": 1e6 / total_us if total_us else None}
+
+
 def job_bytes(client: Any, job_id: str) -> Dict[str, int]:
     keys = [k.decode() if isinstance(k, bytes) else k for k in client.redis.scan_iter(match=f"*{job_id}*", count=1000)]
     return memory_usage(client.redis, keys)
@@ -86,25 +141,13 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         def worker():
             return promptq_worker(redis_server.url, fake.base_url, pool="threads", concurrency=32, name="redis-cost")
 
-        stats = RedisStats(client.redis, redis_server.pid)
-        ids = [client.submit(f"hello {i}", to=[TARGET]).id for i in range(n)]
-        submit = stats.stop()
-        stats = RedisStats(client.redis, redis_server.pid)
+        def submit(tag: str) -> List[str]:
+            return [client.submit(f"hello {tag} {i}", to=[TARGET]).id for i in range(n)]
+
         w = worker()
-        w.start()
-        polls = _drain(client, ids)
-        cold = _minus(stats.stop(), {"commands": polls, "round_trips": polls, "command_usec": 0, "redis_cpu_s": 0})
-        stats, started = RedisStats(client.redis, redis_server.pid), time.monotonic()
-        time.sleep(IDLE_WINDOW_S)  # a measuring window, not a wait for the worker
-        idle, idle_s = stats.stop(), time.monotonic() - started
-        stats, started = RedisStats(client.redis, redis_server.pid), time.monotonic()
-        more = [client.submit(f"hello again {i}", to=[TARGET]).id for i in range(n)]
-        polls = _drain(client, more)
-        window, window_s = stats.stop(), time.monotonic() - started
+        pq = steady_state(client.redis, redis_server.pid, n, submit, lambda ids: _drain(client, ids), w)
         w.stop()
-        work = _minus(_minus(_minus(window, submit), _scaled(idle, window_s / idle_s)),
-                      {"commands": polls, "round_trips": polls, "command_usec": 0, "redis_cpu_s": 0})
-        plain = job_bytes(client, ids[0])
+        plain = job_bytes(client, pq["ids"][0])
         # One streamed job for its record size (the replay stream is most of it).
         w = worker()
         w.start()
@@ -112,36 +155,55 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         client.result(sid, timeout=60)
         w.stop()
         streamed = job_bytes(client, sid)
-    statuses: Dict[str, int] = {}
-    for job_id in ids[:50]:
-        s = client.status(job_id).status.value
-        statuses[s] = statuses.get(s, 0) + 1
+        statuses: Dict[str, int] = {}
+        for job_id in pq["ids"][:50]:
+            s = client.status(job_id).status.value
+            statuses[s] = statuses.get(s, 0) + 1
+        # The baseline: a bare Celery task, same Redis, same pool, same steps.
+        client.redis.flushall()
+        app = bare_client(redis_server.url)
+        bare_w = BareWorker(redis_server.url, fake.base_url, pool="threads", concurrency=32)
+        try:
+            bare = steady_state(client.redis, redis_server.pid, n,
+                                lambda tag: send_bare(app, (f"hello {tag} {i}" for i in range(n))),
+                                lambda ids: _drain_bare(client.redis, ids), bare_w)
+        finally:
+            bare_w.stop()
+            app.close()
     client.close()
-    per_submit, per_worker = per(submit, n), per(work, n)
-    redis_us_total = per_submit.get("redis_cpu_us", 0) + per_worker.get("redis_cpu_us", 0)
-    per_cold = per(cold, n)
-    details.update({"worker_idle_per_s": _scaled(idle, 1 / idle_s), "worker_cold": cold, "submit": submit, "worker": work, "polls": polls,
-                    "per_job_submit": per_submit, "per_job_worker": per_worker, "bytes_plain": plain,
-                    "bytes_streamed": streamed, "statuses_sample": statuses})
-    log(f"redis per job: submit {per_submit}, worker {per_worker}; bytes {sum(plain.values())} plain, "
-        f"{sum(streamed.values())} streamed; worker commands {work['by_command']}; "
-        f"worker us by command (scripts include what they call) {work['usec_by_command']}")
-    jobs_per_s = 1e6 / redis_us_total if redis_us_total else None
+    per_submit, per_worker, per_cold = pq["per_job_submit"], pq["per_job_worker"], pq["per_job_cold"]
+    bare_worker = bare["per_job_worker"]
+    jobs_per_s = pq["jobs_per_s"]
+    for part in (pq, bare):
+        part.pop("ids")
+    details.update({"promptq": pq, "bare_celery": bare, "bytes_plain": plain, "bytes_streamed": streamed,
+                    "statuses_sample": statuses})
+    work = pq["worker"]
+    log(f"redis per job: submit {per_submit}, worker {per_worker}; bare Celery: submit {bare['per_job_submit']}, "
+        f"worker {bare_worker}; bytes {sum(plain.values())} plain, {sum(streamed.values())} streamed; worker "
+        f"commands {work['by_command']}; bare worker commands {bare['worker']['by_command']}; worker us by command "
+        f"(scripts include what they call) {work['usec_by_command']}")
     top = ", ".join(f"{k} {v / n:.2f}" for k, v in list(work["by_command"].items())[:10])
+    bare_top = ", ".join(f"{k} {v / n:.2f}" for k, v in list(bare["worker"]["by_command"].items())[:6])
     rows = [
         row("8 redis", "round trips per non-streamed job, worker", per_worker["round_trips"], "round trips",
+            baseline=bare_worker["round_trips"], baseline_is="bare Celery task",
             target=f"<= {ROUND_TRIPS_TARGET}", met=per_worker["round_trips"] <= ROUND_TRIPS_TARGET,
-            note=f"{per_worker['commands']} commands per job: {top}"),
+            note=f"{per_worker['commands']} commands per job: {top}; bare Celery {bare_worker['commands']}: {bare_top}"),
         row("8 redis", "round trips per job, Client.submit", per_submit["round_trips"], "round trips",
-            note=f"{per_submit['commands']} commands: {submit['by_command']}"),
+            baseline=bare["per_job_submit"]["round_trips"], baseline_is="apply_async",
+            note=f"{per_submit['commands']} commands: {pq['submit']['by_command']}"),
         row("8 redis", "Redis CPU per worker job", per_worker.get("redis_cpu_us"), "us",
+            baseline=bare_worker.get("redis_cpu_us"), baseline_is="bare Celery task",
             target=f"<= {REDIS_US_TARGET:g} us", met=(per_worker.get("redis_cpu_us") or 1e9) <= REDIS_US_TARGET,
-            note=f"{per_worker['command_us']} us inside commands; submit {per_submit.get('redis_cpu_us')} us"),
+            note=f"{per_worker['command_us']} us inside commands; submit {per_submit.get('redis_cpu_us')} us, "
+                 f"apply_async {bare['per_job_submit'].get('redis_cpu_us')} us"),
         row("8 redis", "Redis CPU per job, a worker's first jobs (its start, a cold endpoint's slow start)",
             per_cold.get("redis_cpu_us"), "us", note=f"{per_cold['round_trips']} round trips per job"),
         row("8 redis", "jobs/s one Redis can take (1 s / Redis CPU per submitted job)",
-            round(jobs_per_s) if jobs_per_s else None, "jobs/s", target=f">= {JOBS_PER_S_TARGET:,}",
-            met=bool(jobs_per_s) and jobs_per_s >= JOBS_PER_S_TARGET),
+            round(jobs_per_s) if jobs_per_s else None, "jobs/s",
+            baseline=round(bare["jobs_per_s"]) if bare["jobs_per_s"] else None, baseline_is="bare Celery task",
+            target=f">= {JOBS_PER_S_TARGET:,}", met=bool(jobs_per_s) and jobs_per_s >= JOBS_PER_S_TARGET),
         row("8 redis", "bytes per finished record (MEMORY USAGE), non-streamed / streamed 100 chunks",
             sum(plain.values()), "B", note=f"non-streamed {plain}; streamed {sum(streamed.values())} B: {streamed}"),
     ]
