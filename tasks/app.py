@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_ready
 
 from .heap import freeze_startup_heap
 from .keys import Keys
@@ -106,20 +106,22 @@ def create_app(
     app.promptq_observer_factory = observer_factory
     register_tasks(app)
 
-    @worker_ready.connect(weak=False)
-    def _start_runtime(sender: Any = None, **_: Any) -> None:
-        # Start heart-beating and reaping as soon as the worker is up, not on
-        # its first job: an idle worker must still recover a dead one's jobs.
-        if sender is not None and getattr(sender, "app", None) is app:
-            from .runtime import get_runtime
-
-            get_runtime(app)
-            freeze_startup_heap(collect=True)
-
-    @worker_process_init.connect(weak=False)
-    def _freeze_child(**_: Any) -> None:
-        # A prefork child runs the jobs; the parent's worker_ready came after
-        # it was forked, so it freezes its own copy.
-        freeze_startup_heap(collect=False)
-
     return app
+
+
+@worker_ready.connect
+def _start_runtime(sender: Any = None, **_: Any) -> None:
+    """Start heart-beating and reaping as soon as a promptq worker is up, not
+    on its first job: an idle worker must still recover a dead one's jobs.
+
+    Connected once, here, for every app `create_app` builds (they carry
+    `promptq_settings`): a handler connected per app, i.e. per `Client`,
+    would keep each app alive for as long as the process runs.
+    """
+    app = getattr(sender, "app", None)
+    if getattr(app, "promptq_settings", None) is None:
+        return
+    from .runtime import get_runtime
+
+    get_runtime(app)
+    freeze_startup_heap(collect=True)

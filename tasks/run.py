@@ -60,6 +60,9 @@ def register_tasks(app: Celery) -> Any:
 
     @app.task(
         name=TASK_NAME,
+        # This app's own: a shared task would be added to every Celery app
+        # the process builds later (one per Client), each keeping the first.
+        shared=False,
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,

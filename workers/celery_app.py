@@ -9,9 +9,10 @@ here nothing talks to Redis until the worker starts.
 import logging
 from typing import Any
 
-from celery.signals import after_setup_logger, celeryd_after_setup
+from celery.signals import after_setup_logger, celeryd_after_setup, worker_process_init
 
 from promptq.tasks.app import create_app
+from promptq.tasks.heap import freeze_startup_heap
 from promptq.tasks.job import KNOWN_PROVIDERS
 from promptq.tasks.keys import Keys
 from promptq.tasks.settings import Settings
@@ -26,6 +27,13 @@ settings = Settings.load()
 app = create_app(settings, observer_factory=metrics_observer_factory(settings))
 # While Redis is down: one line per retry, not a traceback each time.
 after_setup_logger.connect(quiet_logs.install, weak=False)
+
+
+@worker_process_init.connect(weak=False)
+def _freeze_child(**_: Any) -> None:
+    # A prefork child runs the jobs. The parent froze its own heap on
+    # worker_ready (tasks.app), which came after the children were forked.
+    freeze_startup_heap(collect=False)
 
 
 @celeryd_after_setup.connect(weak=False)
