@@ -20,6 +20,7 @@ from .heap import freeze_startup_heap
 from .keys import Keys
 from .lanes import PRIORITY_STEPS
 from .observer import Observer
+from .producer_pool import OwnProducerPoolAMQP
 from .run import register_tasks
 from .settings import Settings
 
@@ -54,7 +55,7 @@ def create_app(
 ) -> Celery:
     keys = Keys(settings.key_prefix)
     max_connections = settings.effective_broker_max_connections
-    app = Celery(main, broker=settings.redis_url, set_as_current=False)
+    app = Celery(main, broker=settings.redis_url, set_as_current=False, amqp=OwnProducerPoolAMQP)
     # Reliable fetch (tasks.reliable_fetch, built on tasks.broker's channel
     # that keeps one Redis client) for plain Redis URLs.
     app.conf.update(broker_options(settings.redis_url))

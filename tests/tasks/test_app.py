@@ -1,5 +1,6 @@
 """Building Celery apps: each `Client` builds one, so building many must
-leave nothing behind once they are closed, and must not touch other apps."""
+leave nothing behind once they are closed, and must not touch other apps.
+A producer that makes a Client per request runs these paths millions of times."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import weakref
 from celery import Celery
 from celery.exceptions import DuplicateTaskNameWarning
 from celery.signals import worker_ready
+from kombu import pools
 
 from promptq.tasks.app import create_app
 from promptq.tasks.client import Client
@@ -47,3 +49,24 @@ def test_run_job_belongs_to_its_own_app_only():
     finally:
         for app in (first, second, other):
             app.close()
+
+
+def _producers_held_process_wide() -> int:
+    return sum(pool._resource.qsize() for pool in pools.producers.values())
+
+
+def test_clients_that_submitted_leave_no_producers_behind(settings):
+    # kombu's process-wide producer pool grew by 416 lazy producers for each
+    # Client that submitted (tasks.producer_pool): ~100 KB a Client, forever.
+    Client(settings).close()
+    held = _producers_held_process_wide()
+    apps = []
+    for i in range(10):
+        client = Client(settings)
+        client.submit(f"leak check {i}", to=["mock:m"])
+        apps.append(weakref.ref(client.app))
+        client.close()
+        del client
+    gc.collect()
+    assert _producers_held_process_wide() == held
+    assert [ref() for ref in apps] == [None] * 10
