@@ -47,10 +47,15 @@ def client(redis_server):
 
 @pytest.fixture(autouse=True)
 def _clean_slate(redis_server, request):
-    """Each test starts with healthy providers and no scripted faults left over."""
+    """Each test starts with healthy providers, nothing learned about their
+    limits (a 429 teaches a pace that lasts a day: a later test's 200 calls
+    would be paced by an earlier test's rate limit) and no scripted faults."""
     fakes_ = request.getfixturevalue("fakes") if "fakes" in request.fixturenames else None
     client = redis_server.client()
     RedisHealthStore(client, "promptq:health").reset()
+    learned = [*client.scan_iter(match="promptq:pace:*"), *client.scan_iter(match="promptq:cap:*")]
+    if learned:
+        client.delete(*learned)
     if fakes_:
         for server in fakes_:
             server.reset()
