@@ -60,40 +60,37 @@ def _scaled(stats: Dict[str, Any], factor: float) -> Dict[str, Any]:
             if key in stats}
 
 
-def _drain(client: Any, ids: List[str]) -> int:
-    """Wait until every job is finished; returns the commands the polling sent (one round trip each)."""
+def _drain(r: redis.Redis, keys: List[str], busy: Callable[[], Any], what: str) -> int:
+    """Wait until every key exists; returns the commands the polling sent (one round trip each).
+
+    O(1) checks while work is left (`busy`: two commands, the queue's length
+    and what is in flight; an EXISTS of every key per poll cost Redis ~100 us
+    per job: the harness's, not the queue's), then one EXISTS of all to confirm."""
     polls = 0
     deadline = time.monotonic() + 120
-    keys = [client.keys.attempts(i) for i in ids]
+    while True:
+        polls += 2
+        if not busy():
+            polls += 1
+            if r.exists(*keys) == len(keys):
+                return polls
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"redis case: {what} did not finish")
+        time.sleep(0.02)
+
+
+def _drain_jobs(client: Any, ids: List[str]) -> int:
+    """promptq's jobs: queue and inflight empty, then every attempts key."""
     queue = client.keys.queue(TARGET.split(":", 1)[0])
-    while True:
-        # O(1) checks while work is left (an EXISTS of every key per poll
-        # cost Redis ~100 us per job: the harness's, not promptq's), then
-        # one EXISTS of all to confirm.
-        polls += 2
-        if not client.redis.llen(queue) and not client.redis.zcard(client.keys.inflight):
-            polls += 1
-            if client.redis.exists(*keys) == len(keys):
-                return polls
-        if time.monotonic() > deadline:
-            raise TimeoutError("redis case: jobs did not finish")
-        time.sleep(0.02)
+    r = client.redis
+    return _drain(r, [client.keys.attempts(i) for i in ids],
+                  lambda: r.llen(queue) or r.zcard(client.keys.inflight), "jobs")
 
 
-def _drain_bare(client: redis.Redis, ids: List[str]) -> int:
-    """`_drain` for bare Celery tasks: queue and kombu's unacked hash empty, then every result key."""
-    polls = 0
-    deadline = time.monotonic() + 120
-    keys = [f"celery-task-meta-{i}" for i in ids]
-    while True:
-        polls += 2
-        if not client.llen(BARE_QUEUE) and not client.hlen("unacked"):
-            polls += 1
-            if client.exists(*keys) == len(keys):
-                return polls
-        if time.monotonic() > deadline:
-            raise TimeoutError("redis case: bare tasks did not finish")
-        time.sleep(0.02)
+def _drain_bare(r: redis.Redis, ids: List[str]) -> int:
+    """Bare Celery tasks: queue and kombu's unacked hash empty, then every result key."""
+    return _drain(r, [f"celery-task-meta-{i}" for i in ids], lambda: r.llen(BARE_QUEUE) or r.hlen("unacked"),
+                  "bare tasks")
 
 
 def steady_state(stats_client: Any, redis_pid: int, n: int, submit: Callable[[str], List[str]],
@@ -145,7 +142,7 @@ def run(ctx) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
             return [client.submit(f"hello {tag} {i}", to=[TARGET]).id for i in range(n)]
 
         w = worker()
-        pq = steady_state(client.redis, redis_server.pid, n, submit, lambda ids: _drain(client, ids), w)
+        pq = steady_state(client.redis, redis_server.pid, n, submit, lambda ids: _drain_jobs(client, ids), w)
         w.stop()
         plain = job_bytes(client, pq["ids"][0])
         # One streamed job for its record size (the replay stream is most of it).
