@@ -102,6 +102,11 @@ class FakeServer:
         self._faults: collections.deque[Fault] = collections.deque()
         self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
+        # hold(): generation replies wait here until release(), so a test can
+        # see how many requests are in flight at once without timing anything.
+        self._gate = threading.Event()
+        self._gate.set()
+        self._held = 0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -197,6 +202,36 @@ class FakeServer:
                 raise TimeoutError(f"expected {count} requests, got {len(self._requests)}")
             return list(self._requests)
 
+    def hold(self) -> None:
+        """Keep every generation request waiting, unanswered, until ``release()``."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def wait_for_held(self, count: int, timeout: float = 5.0) -> int:
+        """Block until ``count`` requests wait at the gate at the same moment."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._held >= count, timeout):
+                raise TimeoutError(f"expected {count} requests held at once, got {self._held}")
+            return self._held
+
+    def _pass_gate(self, wire: Wire) -> bool:
+        """Wait while held; False if the server stops meanwhile."""
+        if self._gate.is_set():
+            return True
+        with self._lock:
+            self._held += 1
+            self._lock.notify_all()
+        try:
+            while not self._gate.wait(0.05):
+                if not wire.wait(0):
+                    return False
+            return True
+        finally:
+            with self._lock:
+                self._held -= 1
+
     def _next_fault(self) -> Optional[Fault]:
         with self._lock:
             return self._faults.popleft() if self._faults else None
@@ -273,7 +308,7 @@ class FakeServer:
             wire.cut()
             return
         delay = self.latency_s + (fault.number() if name == "slow" else 0.0)
-        if not wire.wait(delay):
+        if not self._pass_gate(wire) or not wire.wait(delay):
             wire.cut()
             return
         if name == "json_body" and fault.arg:

@@ -61,6 +61,24 @@ def test_reset_clears_faults_and_requests(fake_openai) -> None:
     assert OPENAI.post(fake_openai, "x", stream=False).status_code == 200
 
 
+def test_hold_keeps_replies_back_until_release(fake_openai) -> None:
+    fake_openai.hold()
+    codes: list[int] = []
+    calls = [threading.Thread(target=lambda: codes.append(OPENAI.post(fake_openai, "x", stream=False).status_code))
+             for _ in range(3)]
+    for call in calls:
+        call.start()
+    assert fake_openai.wait_for_held(3, timeout=5) == 3
+    assert codes == []                      # all three wait, none answered
+    with pytest.raises(TimeoutError, match="got 3"):
+        fake_openai.wait_for_held(4, timeout=0.2)
+    fake_openai.release()
+    for call in calls:
+        call.join(5)
+    assert codes == [200, 200, 200]
+    assert fake_openai.wait_for_held(0) == 0
+
+
 def test_requests_record_method_path_headers_and_json(fake_openai) -> None:
     OPENAI.post(fake_openai, "record me", stream=False, temperature=0.25)
     [req] = fake_openai.requests

@@ -42,24 +42,25 @@ def test_each_pool_runs_jobs(redis_server, client, pool):
 
 
 def test_gevent_pool_of_200_runs_200_jobs_at_once(redis_server, client):
-    # Each call takes 2 s; 200 of them overlap only if the pool (patched by
-    # Celery because `promptq worker` names it on celery's command line)
-    # really runs them concurrently and the worker's Redis clients keep up.
-    with FakeOpenAI(api_key=KEY, latency_s=2.0) as openai:
+    # The fake holds every call unanswered until all 200 wait at once: that
+    # happens only if the pool (patched by Celery because `promptq worker`
+    # names it on celery's command line) really runs 200 jobs concurrently and
+    # the worker's Redis clients keep up. Nothing here depends on how fast a
+    # busy machine starts them; a 2 s latency did, and a loaded CI run saw 119.
+    with FakeOpenAI(api_key=KEY) as openai:
         env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai.base_url}
-        # Queued before the worker starts, so the overlap measures the pool,
-        # not how fast this test can submit.
-        handles = [client.submit(f"wide {i}", to=["openai:gpt-4o-mini"]) for i in range(200)]
         with WorkerProcess(redis_server.url, ["openai"], env=env, pool="gevent", concurrency=200, name="wide"):
+            # One answer first: until an endpoint has answered, the limiter's
+            # slow start lets only a few calls at it (tasks.limiter.SLOW_START).
+            warm = client.result(client.submit("warm up", to=["openai:gpt-4o-mini"]).id, timeout=60)
+            assert warm.status.value == "succeeded"
+            openai.hold()
+            handles = [client.submit(f"wide {i}", to=["openai:gpt-4o-mini"]) for i in range(200)]
+            try:
+                held = openai.wait_for_held(200, timeout=120)
+            finally:
+                openai.release()
             records = [client.result(h.id, timeout=120) for h in handles]
+    assert held == 200
     assert sum(r.status.value == "succeeded" for r in records) == 200
-    # Peak overlap of the provider calls, from each attempt's own start and end.
-    edges = []
-    for record in records:
-        attempt = record.attempts[-1]
-        edges += [(attempt["finished_at"] - attempt["elapsed_s"], 1), (attempt["finished_at"], -1)]
-    running = peak = 0
-    for _, step in sorted(edges):
-        running += step
-        peak = max(peak, running)
-    assert peak >= 150, f"only {peak} calls overlapped"
+    assert len({r.text for r in records}) == 200
