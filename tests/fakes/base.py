@@ -126,6 +126,7 @@ class FakeServer:
         if httpd is None:
             return
         httpd.stop_event.set()       # wakes every Wire.wait (slow, hang, delays)
+        self._gate.set()             # and every held request, which then sees the stop
         httpd.shutdown()             # serve_forever returns; no new connections
         httpd.server_close()
         deadline = time.monotonic() + timeout
@@ -224,10 +225,8 @@ class FakeServer:
             self._held += 1
             self._lock.notify_all()
         try:
-            while not self._gate.wait(0.05):
-                if not wire.wait(0):
-                    return False
-            return True
+            self._gate.wait()     # stop() opens the gate too, so no held thread outlives the server
+            return wire.wait(0)
         finally:
             with self._lock:
                 self._held -= 1

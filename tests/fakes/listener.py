@@ -20,6 +20,10 @@ from .wire import Wire
 class Listener(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # FakeServer.stop joins the handler threads itself
+    # socketserver's default backlog is 5: a burst of connections (a 200-slot
+    # pool starting at once) then has its SYNs dropped and retried seconds
+    # later, which no real API does at that size (nginx listens with 511).
+    request_queue_size = 1024
 
     def __init__(self, fake: Any) -> None:
         self.fake = fake

@@ -49,7 +49,8 @@ def test_gevent_pool_of_200_runs_200_jobs_at_once(redis_server, client):
     # busy machine starts them; a 2 s latency did, and a loaded CI run saw 119.
     with FakeOpenAI(api_key=KEY) as openai:
         env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai.base_url}
-        with WorkerProcess(redis_server.url, ["openai"], env=env, pool="gevent", concurrency=200, name="wide"):
+        with WorkerProcess(redis_server.url, ["openai"], env=env, pool="gevent", concurrency=200,
+                           name="wide") as worker:
             # One answer first: until an endpoint has answered, the limiter's
             # slow start lets only a few calls at it (tasks.limiter.SLOW_START).
             warm = client.result(client.submit("warm up", to=["openai:gpt-4o-mini"]).id, timeout=60)
@@ -58,6 +59,11 @@ def test_gevent_pool_of_200_runs_200_jobs_at_once(redis_server, client):
             handles = [client.submit(f"wide {i}", to=["openai:gpt-4o-mini"]) for i in range(200)]
             try:
                 held = openai.wait_for_held(200, timeout=120)
+            except TimeoutError as exc:
+                # Where the jobs not at the fake were: their records and the worker's log.
+                behind = [r.to_dict() for r in map(client.status, (h.id for h in handles))
+                          if r is not None and r.status.value != "running"]
+                raise AssertionError(f"{exc}; not running: {behind[:5]}\n{worker.log()[-4000:]}") from exc
             finally:
                 openai.release()
             records = [client.result(h.id, timeout=120) for h in handles]
