@@ -11,7 +11,7 @@ for it read ours unchanged, plus a `promptq` object saying who answered::
                            "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}},
      "error": null,
      "promptq": {"provider": "openai", "model": "gpt-4o-mini", "attempts": 1, "status": "succeeded",
-                 "finish_reason": "stop"}}
+                 "finish_reason": "stop", "cost_usd": 0.00000855}}
 
 `finish_reason` in the body is always one of OpenAI's words (Claude's
 `end_turn` becomes `stop`, `max_tokens` becomes `length`: see
@@ -38,12 +38,15 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from promptq.providers.finish_reasons import openai_finish_reason
 
+from .pricing import NANO
+
 #: Counters the workers and the store's scripts keep in the batch hash.
 # `capacity`: jobs waiting for a rate limit (tasks.deferral), apart from
 # `queued`; `rate_limited`: 429s waited out (not retries); `spilled`: jobs
 # moved to their next target for capacity (not failovers).
 COUNTERS = ("total", "queued", "running", "waiting", "capacity", "succeeded", "failed", "cancelled",
-            "retried", "rate_limited", "failed_over", "spilled", "recovered", "input_tokens", "output_tokens")
+            "retried", "rate_limited", "failed_over", "spilled", "recovered", "input_tokens", "output_tokens",
+            "cost_nusd")
 #: A job in one of these states is done; `done == total` ends a batch.
 DONE_STATES = ("succeeded", "failed", "cancelled")
 #: Jobs read per pipelined round trip.
@@ -75,6 +78,8 @@ def batch_status(client: Any, batch_id: str) -> Dict[str, Any]:
         status[name] = int(fields.get(name) or 0)
     status["done"] = sum(status[s] for s in DONE_STATES)
     status["total_tokens"] = status["input_tokens"] + status["output_tokens"]
+    # Summed by the workers in nano-dollars (tasks.pricing): exact, where floats would drift.
+    status["cost_usd"] = status.pop("cost_nusd") / NANO
     status["input"] = fields.get("input")
     status["targets"] = json.loads(fields.get("targets") or "[]")
     status["lines"] = int(fields.get("lines") or 0)
@@ -156,6 +161,7 @@ def result_line(job_id: str, raw_fields: Dict[Any, Any], attempts: int) -> Dict[
         meta["provider"] = (result.get("target") or "").partition(":")[0] or result.get("provider")
         meta["model"] = result.get("model") or meta["model"]
         meta["finish_reason"] = result.get("finish_reason")
+        meta["cost_usd"] = result.get("cost_usd")  # None: no price known (tasks.pricing)
         return {"id": job_id, "custom_id": custom_id,
                 "response": {"status_code": 200, "request_id": job_id, "body": _completion(job_id, f, result)},
                 "error": None, "promptq": meta}

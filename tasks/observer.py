@@ -23,6 +23,9 @@ class Observer:
     ) -> None:
         """A provider call ended (success, or an error of `category`)."""
 
+    def priced(self, endpoint: str, usd: float) -> None:
+        """A successful call to `endpoint` (provider:model) cost `usd` at its list or configured price."""
+
     def retried(self, provider: str, delay_s: float) -> None:
         """A job will try `provider` again after `delay_s`."""
 

@@ -40,6 +40,7 @@ from .chunk_relay import ChunkRelay
 from .keys import TASK_NAME
 from .lanes import route
 from .limits import scope_key
+from .pricing import NANO
 from .redis_wait import is_transient, wait_for_redis
 from .runtime import Runtime, get_runtime
 from .store import JobStatus, new_token, start_verdict
@@ -261,6 +262,12 @@ class JobRun:
         self.rt.observer.request_finished(self.provider_name, ok=True, latency_s=elapsed_s, usage=usage)
         payload = result.to_dict()
         payload["target"] = f"{self.provider_name}:{self.model}"
+        # Priced by the model asked for: the one a config's prices name.
+        cost_nano = self.rt.pricing.cost_nano(self.provider_name, self.model, usage)
+        cost = None if cost_nano is None else cost_nano / NANO
+        payload["cost_usd"] = cost
+        if cost:
+            self.rt.observer.priced(payload["target"], cost)
         attempt_record = self._attempt_record(elapsed_s, outcome="succeeded")
         test_hooks.pause("before_record", self.job_id)
         skip = 2 if admission is not None else 1  # settle/pacing replies: they never fail a success
@@ -280,10 +287,10 @@ class JobRun:
                                   tokens=usage.get("total_tokens") or 0, pipe=pipe)
             self.rt.store.add_attempt(self.job_id, attempt_record, pipe=pipe)
             self.rt.store.finish(self.job_id, status=JobStatus.SUCCEEDED, payload=payload, batch_id=self.batch_id,
-                                 usage=usage, pipe=pipe, event_follows=True)
+                                 usage=usage, cost_nano=cost_nano or 0, pipe=pipe, event_follows=True)
             self._emit(
                 "done", store=self.stream, pipe=pipe, usage=usage, provider=result.provider,
-                model=result.model, finish_reason=result.finish_reason,
+                model=result.model, finish_reason=result.finish_reason, cost_usd=cost,
             )
             # The message's ack rides along: a finished job's message has nothing left to guard.
             acked = reliable_fetch.ack_in(pipe, self.rt.keys.prefix, tag)

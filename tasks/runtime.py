@@ -25,6 +25,7 @@ from .events import EventPublisher
 from .limiter import Limiter
 from .limits import configured_limits
 from .pacing import Pacer
+from .pricing import Pricing, configured_prices
 from .round_trips import RoundTrips
 from .keys import Keys
 from .observer import Observer
@@ -65,6 +66,7 @@ class Runtime:
             horizon_s=settings.capacity_horizon_s,
         )
         self.pacer = Pacer(self.redis, settings.key_prefix)
+        self.pricing = Pricing(configured_prices(settings.provider_configs))
         # Endpoints whose circuit was closed when this process last asked: a
         # job there asks its budget in the round trip that starts it (tasks.run).
         self.closed_circuits: set = set()

@@ -131,10 +131,12 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, not {getattr(self, name)!r}")
         from .limits import LimitConfigError, configured_limits
+        from .pricing import PriceConfigError, configured_prices
 
         try:
             configured_limits(self.provider_configs, self.limit_overrides)
-        except LimitConfigError as exc:
+            configured_prices(self.provider_configs)
+        except (LimitConfigError, PriceConfigError) as exc:
             raise SettingsError(str(exc)) from None
 
     @property
@@ -146,9 +148,11 @@ class Settings:
     def provider_config(self, name: str) -> Dict[str, Any]:
         """The config dict handed to `create_provider(name, ...)`."""
         config = dict(self.provider_configs.get(name, {}))
-        # Limits are the queue's business (tasks.limits), not the provider's.
+        # Limits and prices are the queue's business (tasks.limits,
+        # tasks.pricing), not the provider's.
         config.pop("limits", None)
         config.pop("models", None)
+        config.pop("prices", None)
         return config
 
     def with_overrides(self, **changes: Any) -> "Settings":

@@ -74,7 +74,7 @@ return 1
 # same round trip (ARGV[11] = '1'): the events script sets it whenever the
 # key exists, so an EXPIRE here would be overwritten at once.
 # KEYS: job, inflight, batch, attempts, seq ; ARGV: now, status, field, payload,
-#   ttl, job_id, has_batch, input_tokens, output_tokens, token ('' = any), event_follows
+#   ttl, job_id, has_batch, input_tokens, output_tokens, token ('' = any), event_follows, cost_nusd
 _FINISH = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'token')
 local st = f[1]
@@ -95,6 +95,8 @@ if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
   redis.call('HINCRBY', KEYS[3], 'input_tokens', tonumber(ARGV[8]) or 0)
   redis.call('HINCRBY', KEYS[3], 'output_tokens', tonumber(ARGV[9]) or 0)
+  -- Nano-dollars (tasks.pricing), only where the job cost something.
+  if ARGV[12] ~= '0' then redis.call('HINCRBY', KEYS[3], 'cost_nusd', ARGV[12]) end
   -- A batch outlives its records (so `batch results` can say "expired"),
   -- then goes too: each finish pushes its expiry to twice the records' TTL.
   redis.call('EXPIRE', KEYS[3], ttl * 2)
@@ -266,6 +268,7 @@ class JobStore:
         batch_id: Optional[str],
         token: str = "",
         usage: Optional[Dict[str, Any]] = None,
+        cost_nano: int = 0,
         pipe: Any = None,
         event_follows: bool = False,
     ) -> Any:
@@ -280,7 +283,7 @@ class JobStore:
             args=[time.time(), status.value, "result" if status == JobStatus.SUCCEEDED else "error",
                   json.dumps(payload), self.result_ttl_s, job_id, has_batch,
                   usage.get("input_tokens") or 0, usage.get("output_tokens") or 0, token,
-                  "1" if event_follows and pipe is not None else "0"],
+                  "1" if event_follows and pipe is not None else "0", int(cost_nano)],
             client=pipe,
         )
 

@@ -34,6 +34,8 @@ class PrometheusObserver(Observer):
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
         )
         self.tokens = Counter("promptq_tokens", "Tokens used", ["provider", "direction"], registry=registry)
+        self.cost = Counter("promptq_cost_usd", "Spend at list or configured prices (tasks.pricing)", ["endpoint"],
+                            registry=registry)
         self.retries = Counter("promptq_retries", "Retries scheduled", ["provider"], registry=registry)
         self.failovers = Counter("promptq_failovers", "Jobs moved to the next target", ["from_provider", "to_provider"], registry=registry)
         self.jobs = Counter("promptq_jobs", "Jobs finished", ["status"], registry=registry)
@@ -47,6 +49,9 @@ class PrometheusObserver(Observer):
             count = (usage or {}).get(f"{direction}_tokens")
             if count:
                 self.tokens.labels(provider, direction).inc(count)
+
+    def priced(self, endpoint, usd):
+        self.cost.labels(endpoint).inc(usd)
 
     def retried(self, provider, delay_s):
         self.retries.labels(provider).inc()

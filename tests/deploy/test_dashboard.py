@@ -31,6 +31,7 @@ METRICS: Dict[str, Tuple[str, Tuple[str, ...], Dict[str, Set[str]]]] = {
     "promptq_provider_errors_total": ("counter", ("provider", "category"), {}),
     "promptq_provider_latency_seconds": ("histogram", ("provider",), {}),
     "promptq_tokens_total": ("counter", ("provider", "direction"), {"direction": {"input", "output"}}),
+    "promptq_cost_usd_total": ("counter", ("endpoint",), {}),
     "promptq_retries_total": ("counter", ("provider",), {}),
     "promptq_failovers_total": ("counter", ("from_provider", "to_provider"), {}),
     "promptq_circuit_state": ("gauge", ("provider",), {}),
@@ -133,6 +134,7 @@ def test_metrics_list_matches_what_workers_export():
     observer.request_finished("openai", ok=False, latency_s=0.2, category="rate_limit",
                               usage={"input_tokens": 3, "output_tokens": 5})
     observer.request_finished("openai", ok=True, latency_s=0.1)
+    observer.priced("openai:gpt-4o-mini", 0.0004)
     observer.retried("openai", 1.0)
     observer.failed_over("openai", "claude")
     observer.job_finished("succeeded")

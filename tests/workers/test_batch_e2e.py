@@ -15,6 +15,7 @@ import uuid
 import pytest
 from openai.types.chat import ChatCompletion
 
+from promptq.tasks.pricing import NANO, Pricing
 from tests.worker_process import ROOT, WorkerProcess, wait_for
 
 from .conftest import provider_env
@@ -101,6 +102,7 @@ def test_a_batch_with_failover_retry_and_a_failure_end_to_end(redis_server, fake
     assert [r["custom_id"] for r in results] == [line["custom_id"] for line in lines]
     by_id = {r["custom_id"]: r for r in results}
 
+    costs = []
     for line in plain + chat:
         text = line.get("prompt") or line["body"]["messages"][-1]["content"]
         result = by_id[line["custom_id"]]
@@ -109,14 +111,18 @@ def test_a_batch_with_failover_retry_and_a_failure_end_to_end(redis_server, fake
         assert body["object"] == "chat.completion" and body["choices"][0]["message"] == {
             "role": "assistant", "content": f"echo: {text}", "refusal": None}
         assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] > 0
+        cost = Pricing().cost_nano("openai", OPENAI.partition(":")[2], {
+            "input_tokens": body["usage"]["prompt_tokens"], "output_tokens": body["usage"]["completion_tokens"]})
+        assert cost > 0
         assert result["promptq"] == {"provider": "openai", "model": body["model"], "attempts": 1, "status": "succeeded",
-                                     "finish_reason": "stop"}
+                                     "finish_reason": "stop", "cost_usd": cost / NANO}
+        costs.append(cost)
         assert len(calls_with(openai, text)) == 1 and not calls_with(anthropic, text)
 
     for line in failover:
         result = by_id[line["custom_id"]]
         assert result["promptq"] == {"provider": "mock", "model": "good", "attempts": 2, "status": "succeeded",
-                                     "finish_reason": "stop"}
+                                     "finish_reason": "stop", "cost_usd": 0}
         assert result["response"]["body"]["choices"][0]["message"]["content"] == (
             "mock reply to: " + line["prompt"].replace(" [[fault@flaky:auth]]", ""))
     assert by_id["retry"]["promptq"]["attempts"] == 2 and by_id["retry"]["response"]["status_code"] == 200
@@ -131,6 +137,7 @@ def test_a_batch_with_failover_retry_and_a_failure_end_to_end(redis_server, fake
     assert (status["succeeded"], status["failed"], status["failed_over"], status["retried"]) == (11, 1, 2, 1)
     assert status["finished"] and status["input_tokens"] > 0 and status["output_tokens"] > 0
     assert status["input"] == path and status["targets"] == [OPENAI, CLAUDE]
+    assert status["cost_usd"] == sum(costs) / NANO  # the mock's answers cost nothing
 
 
 def test_every_output_line_is_a_chat_completion_the_openai_sdk_accepts(redis_server, fakes, tmp_path):

@@ -58,6 +58,8 @@ def test_metrics_count_requests_errors_retries_and_queue_depth(redis_server, cli
     assert sample(text, "promptq_provider_errors_total", provider="openai", category="server") == 1
     assert sample(text, "promptq_retries_total", provider="openai") == 1
     assert sample(text, "promptq_tokens_total", provider="openai", direction="output") > 0
+    # One success on gpt-4o-mini, at its list price (tasks.pricing).
+    assert 0 < sample(text, "promptq_cost_usd_total", endpoint="openai:gpt-4o-mini") < 0.01
     assert sample(text, "promptq_provider_latency_seconds_count", provider="openai") == 2
     assert sample(text, "promptq_queue_depth", queue="promptq.ollama") >= 1
     # Circuits and capacity are per provider:model (issue 8).

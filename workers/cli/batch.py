@@ -126,7 +126,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
 @pass_state
 @redis_errors
 def status(state: State, batch_id: str, as_json: bool) -> None:
-    """Show a batch's counters: queued, running, waiting, done, retries, failovers, tokens."""
+    """Show a batch's counters: queued, running, waiting, done, retries, failovers, tokens, cost."""
     info = _status_or_exit(state, batch_id)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -137,6 +137,7 @@ def status(state: State, batch_id: str, as_json: bool) -> None:
     for key, label in ROWS:
         click.echo(f"  {label:<16}{info[key]:>10}")
     click.echo(f"  {'tokens':<16}{info['total_tokens']:>10}  (in {info['input_tokens']}, out {info['output_tokens']})")
+    click.echo(f"  {'cost (USD)':<16}{info['cost_usd']:>10.4f}  (list or configured prices; unpriced models count 0)")
     click.echo(f"  {'finished':<16}{'yes' if info['finished'] else 'no':>10}")
 
 
@@ -285,7 +286,7 @@ def _describe(info: Dict[str, Any]) -> str:
 def _summary(info: Dict[str, Any]) -> str:
     return (f"{info['succeeded']} succeeded, {info['failed']} failed, {info['cancelled']} cancelled of {info['total']}; "
             f"{info['retried']} retried, {info['failed_over']} failed over, {info['recovered']} recovered; "
-            f"tokens in {info['input_tokens']} out {info['output_tokens']}")
+            f"tokens in {info['input_tokens']} out {info['output_tokens']}, ${info['cost_usd']:.4f}")
 
 
 def _resume_command(file: str, targets: Tuple[str, ...], default_provider: str, batch_id: str,

@@ -68,7 +68,7 @@ def completion(record: JobRecord, requested_model: str) -> Dict[str, Any]:
                      "finish_reason": openai_finish_reason(result.get("finish_reason"))}],
         "usage": _usage(usage),
         "promptq": {"job_id": record.id, "target": result.get("target"), "attempts": len(record.attempts),
-                    "finish_reason": result.get("finish_reason")},
+                    "finish_reason": result.get("finish_reason"), "cost_usd": result.get("cost_usd")},
     }
 
 

@@ -41,6 +41,8 @@ def test_chat_completion(openai_client):
     assert completion.usage.completion_tokens > 0
     job_id = raw.headers["x-promptq-job-id"]
     assert completion.id == f"chatcmpl-{job_id}"
+    # What it cost rides beside OpenAI's fields; the mock costs nothing (tasks.pricing).
+    assert completion.model_extra["promptq"]["cost_usd"] == 0
 
 
 def test_route_fails_over_and_the_job_is_readable_later(openai_client, redis_server):
