@@ -84,13 +84,15 @@ class Pricing:
         return None if nano is None else nano / NANO
 
     def cost_nano(self, provider: str, model: str, usage: Mapping[str, Any]) -> Optional[int]:
+        rates = self.overrides.get((provider, model)) or self.overrides.get((provider, "*"))
+        if rates is None and provider in LOCAL_PROVIDERS:
+            return 0
+        if usage.get("input_tokens") is None and usage.get("output_tokens") is None:
+            return None  # the provider reported no usage: 0 would be a guess
         input_tokens = int(usage.get("input_tokens") or 0)
         output_tokens = int(usage.get("output_tokens") or 0)
-        rates = self.overrides.get((provider, model)) or self.overrides.get((provider, "*"))
         if rates is not None:
             usd = (rates[0] * input_tokens + rates[1] * output_tokens) / 1_000_000
-        elif provider in LOCAL_PROVIDERS:
-            return 0
         else:
             usd = self._list_price(provider, model, input_tokens, output_tokens)
             if usd is None:
@@ -110,8 +112,10 @@ class Pricing:
                                model_ref=model, provider_id=provider_id)
         except LookupError:
             with self._lock:
+                first = (provider, model) not in self._unknown
                 self._unknown.add((provider, model))
-            logger.warning("no list price known for %s:%s: its jobs' cost is not counted "
-                           "(add it under [providers.%s.prices] in the config file)", provider, model, provider)
+            if first:  # once per process, whichever of its threads got here first
+                logger.warning("no list price known for %s:%s: its jobs' cost is not counted "
+                               "(add it under [providers.%s.prices] in the config file)", provider, model, provider)
             return None
         return price.total_price

@@ -33,6 +33,14 @@ def test_a_local_model_costs_nothing(provider):
     assert Pricing().cost_usd(provider, "llama3.2", usage(10_000, 10_000)) == 0
 
 
+def test_a_call_whose_usage_was_not_reported_costs_none_not_zero():
+    unknown = {"input_tokens": None, "output_tokens": None, "total_tokens": None}
+    assert Pricing().cost_usd("openai", "gpt-4o-mini", unknown) is None
+    assert Pricing(configured_prices({"openai": {"prices": {"*": {"input": 1, "output": 2}}}})).cost_usd(
+        "openai", "gpt-4o-mini", {}) is None
+    assert Pricing().cost_usd("ollama", "llama3.2", unknown) == 0
+
+
 def test_an_unknown_model_costs_none_and_is_logged_once(caplog):
     pricing = Pricing()
     with caplog.at_level(logging.WARNING, logger="promptq.tasks.pricing"):
