@@ -33,6 +33,7 @@ _EXPORTS = {
     "SettingsError": "promptq.tasks.settings",
     "submit_batch": "promptq.tasks.batch",
     "cancel_batch": "promptq.tasks.batch",
+    "set_spend_limit": "promptq.tasks.batch",
     "BatchInputError": "promptq.tasks.batch",
     "batch_status": "promptq.tasks.batch_results",
     "iter_results": "promptq.tasks.batch_results",

@@ -33,6 +33,7 @@ from .batch_results import BatchNotFinished, BatchNotFound, batch_status, iter_r
 from .batch_submit import CHUNK_LINES, BatchBusyError, BulkSubmitter
 from .job import JobSpec, JobValidationError, Target
 from .lanes import BATCH, LaneError, parse_lane
+from .pricing import NANO
 
 __all__ = [
     "BatchBusyError", "BatchInputError", "BatchNotFinished", "BatchNotFound", "BatchSubmission",
@@ -97,6 +98,7 @@ def submit_batch(
     priority: str = BATCH,
     spill: bool = False,
     rate_limit_deadline_s: Optional[float] = None,
+    max_cost_usd: Optional[float] = None,
 ) -> BatchSubmission:
     """Validate the whole input, then enqueue every valid line as one job of the batch.
 
@@ -108,11 +110,15 @@ def submit_batch(
     `priority` is the lane of every job: "batch" (default: workers take an
     interactive job first) or "interactive". `spill` and
     `rate_limit_deadline_s` apply to every line (see JobSpec).
+    `max_cost_usd`: the batch's spend limit (see `set_spend_limit`), set
+    before any line is sent; a resumed submission without it keeps the
+    batch's limit.
     """
     try:
         lane = parse_lane(priority, "priority")
     except LaneError as exc:
         raise JobValidationError("priority", str(exc).split(": ", 1)[1]) from None
+    limit_nusd = None if max_cost_usd is None else spend_limit_nano(max_cost_usd)
     line_defaults: Dict[str, Any] = {"lane": lane}
     if spill:
         line_defaults["spill"] = True
@@ -156,6 +162,7 @@ def submit_batch(
         pipe.hset(submitter.batch_key, mapping={
             "input": name, "targets": json.dumps(targets or checked.chains), "lines": valid,
             "invalid": len(invalid), "submit_state": "submitting", "lane": lane,
+            **({} if limit_nusd is None else {"max_cost_nusd": limit_nusd}),
         })
         # The refused lines are kept with the batch, so its results still
         # answer every input line (tasks.batch_results).
@@ -211,6 +218,29 @@ def _check_all(source: Source, options: Dict[str, Any]) -> _Checked:
             if kept_bytes > KEEP_BYTES:
                 checked.kept = None
     return checked
+
+
+def spend_limit_nano(max_cost_usd: Any) -> int:
+    """A spend limit in USD as the integer nano-dollars the workers compare with; JobValidationError if bad."""
+    if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, (int, float)) or not 0 < max_cost_usd < 1e9:
+        raise JobValidationError("max_cost_usd", f"must be a number of US dollars above 0, not {max_cost_usd!r}")
+    return int(round(max_cost_usd * NANO))
+
+
+def set_spend_limit(client: Any, batch_id: str, max_cost_usd: Optional[float]) -> Dict[str, Any]:
+    """Set, change or (None) remove a batch's spend limit, even while it runs; returns its status.
+
+    Once the batch's summed `cost_usd` reaches the limit, each job of it not
+    started yet is cancelled when a worker takes it, calling no provider.
+    Jobs already running finish, so the batch may end above the limit by
+    what they cost. Jobs on models with no known price count nothing."""
+    batch_status(client, batch_id)  # BatchNotFound for a typo
+    key = client.keys.batch(batch_id)
+    if max_cost_usd is None:
+        client.redis.hdel(key, "max_cost_nusd")
+    else:
+        client.redis.hset(key, "max_cost_nusd", spend_limit_nano(max_cost_usd))
+    return batch_status(client, batch_id)
 
 
 def cancel_batch(client: Any, batch_id: str, chunk: int = 1000) -> Dict[str, int]:

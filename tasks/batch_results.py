@@ -79,7 +79,12 @@ def batch_status(client: Any, batch_id: str) -> Dict[str, Any]:
     status["done"] = sum(status[s] for s in DONE_STATES)
     status["total_tokens"] = status["input_tokens"] + status["output_tokens"]
     # Summed by the workers in nano-dollars (tasks.pricing): exact, where floats would drift.
-    status["cost_usd"] = status.pop("cost_nusd") / NANO
+    spent = status.pop("cost_nusd")
+    status["cost_usd"] = spent / NANO
+    limit = int(fields["max_cost_nusd"]) if fields.get("max_cost_nusd") else None
+    status["max_cost_usd"] = None if limit is None else limit / NANO
+    # Its jobs not started yet are cancelled as workers take them (tasks.store _START).
+    status["spend_limit_reached"] = limit is not None and spent >= limit
     status["input"] = fields.get("input")
     status["targets"] = json.loads(fields.get("targets") or "[]")
     status["lines"] = int(fields.get("lines") or 0)

@@ -25,6 +25,8 @@ from .store_calls import _CANCEL, _CREATE, _CREATE_MANY, _RELEASE, StoreCalls
 
 __all__ = ["TERMINAL", "JobRecord", "JobStatus", "JobStore", "new_token"]
 
+# A batch job does not start once its batch spent its limit (`max_cost_nusd`,
+# tasks.pricing): the caller then cancels it ('halted'), calling no provider.
 # KEYS: job, inflight, batch ; ARGV: now, token, deadline, worker, job_id, has_batch
 _START = """
 -- One read, one write: this runs for every delivery.
@@ -33,6 +35,10 @@ local st = f[1]
 if not st then return 'missing' end
 if st == 'succeeded' or st == 'failed' or st == 'cancelled' then return 'terminal' end
 if f[2] ~= ARGV[2] then return 'stale' end
+if ARGV[6] == '1' then
+  local spend = redis.call('HMGET', KEYS[3], 'max_cost_nusd', 'cost_nusd')
+  if spend[1] and (tonumber(spend[2]) or 0) >= tonumber(spend[1]) then return 'halted' end
+end
 if st ~= 'running' and ARGV[6] == '1' then
   redis.call('HINCRBY', KEYS[3], 'running', 1)
   if st == 'queued' then redis.call('HINCRBY', KEYS[3], 'queued', -1) end

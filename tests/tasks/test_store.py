@@ -423,3 +423,35 @@ def test_create_many_writes_new_records_with_their_messages_in_order_and_skips_e
     assert redis_client.hget(keys.batch("b1"), "queued") == b"4"  # the earlier line, then three new ones
 
 
+
+
+# --- spend limit -------------------------------------------------------------------
+
+
+def test_a_batch_job_is_halted_at_start_once_its_batch_spent_its_limit(store, redis_client, keys):
+    # Two jobs cost 300 and 200 nano-dollars against a 500 limit: the third is
+    # not started ('halted', nothing changed); a job of no batch is not held back.
+    redis_client.hset(keys.batch("b1"), "max_cost_nusd", 500)
+    for job_id, cost in (("j1", 300), ("j2", 200)):
+        token = running_job(store, job_id, batch_id="b1")
+        store.finish(job_id, status=JobStatus.SUCCEEDED, payload={"text": "ok"}, batch_id="b1", token=token,
+                     cost_nano=cost)
+    assert int(redis_client.hget(keys.batch("b1"), "cost_nusd")) == 500
+    token = new_token()
+    assert store.create(spec("j3", "b1"), token)
+    assert store.start("j3", token, "w1", 30.0, "b1") == "halted"
+    assert field(redis_client, keys, "j3", "status") == "queued"
+    assert running_job(store, "solo") is not None
+    # A raised limit lets the batch go on.
+    redis_client.hset(keys.batch("b1"), "max_cost_nusd", 501)
+    assert store.start("j3", token, "w1", 30.0, "b1") == "run"
+
+
+def test_a_free_job_adds_no_cost_field_and_a_batch_without_a_limit_never_halts(store, redis_client, keys):
+    token = running_job(store, "j1", batch_id="b1")
+    store.finish("j1", status=JobStatus.SUCCEEDED, payload={"text": "ok"}, batch_id="b1", token=token, cost_nano=0)
+    assert redis_client.hget(keys.batch("b1"), "cost_nusd") is None
+    token = running_job(store, "j2", batch_id="b1")
+    store.finish("j2", status=JobStatus.SUCCEEDED, payload={"text": "ok"}, batch_id="b1", token=token,
+                 cost_nano=10**15)
+    assert running_job(store, "j3", batch_id="b1") is not None

@@ -52,3 +52,4 @@ def test_a_job_on_a_model_with_no_known_price_succeeds_with_its_cost_unknown(wor
     assert record.result["cost_usd"] is None
     wait_for(lambda: "no list price known for openai:no-such-model-xyz" in worker.log(), 10, 0.1,
              "the worker to say the model has no price")
+

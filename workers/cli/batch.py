@@ -55,11 +55,14 @@ def batch() -> None:
               help="A line whose target has had no capacity for a while moves to its next target (not a failure).")
 @click.option("--rate-limit-deadline", "rate_limit_deadline_s", type=float, metavar="SECONDS",
               help="How long a line may wait for a rate limit before it fails as rate_limited (default 24 h).")
+@click.option("--max-cost-usd", type=float, metavar="USD",
+              help="Spend limit: once the batch's jobs cost this much, the ones not started are cancelled "
+                   "(see `promptq batch limit`).")
 @pass_state
 @redis_errors
 def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: Optional[str], batch_id: Optional[str],
            skip_invalid: bool, quiet: bool, priority: str = "batch", spill: bool = False,
-           rate_limit_deadline_s: Optional[float] = None) -> None:
+           rate_limit_deadline_s: Optional[float] = None, max_cost_usd: Optional[float] = None) -> None:
     """Validate FILE (JSONL; '-' = stdin) and enqueue one job per line; print the batch id."""
     from promptq.tasks.batch import BatchBusyError, BatchInputError, submit_batch
     from promptq.tasks.job import JobValidationError
@@ -93,7 +96,7 @@ def submit(state: State, file: str, targets: Tuple[str, ...], default_provider: 
             state.client, source, targets=list(targets), batch_id=batch_id, skip_invalid=skip_invalid,
             default_provider=default_provider, source=name, on_progress=advanced, on_validated=validated,
             priority=priority,
-            spill=spill, rate_limit_deadline_s=rate_limit_deadline_s,
+            spill=spill, rate_limit_deadline_s=rate_limit_deadline_s, max_cost_usd=max_cost_usd,
         )
     except BatchInputError as exc:
         for line in exc.invalid:
@@ -138,6 +141,9 @@ def status(state: State, batch_id: str, as_json: bool) -> None:
         click.echo(f"  {label:<16}{info[key]:>10}")
     click.echo(f"  {'tokens':<16}{info['total_tokens']:>10}  (in {info['input_tokens']}, out {info['output_tokens']})")
     click.echo(f"  {'cost (USD)':<16}{info['cost_usd']:>10.4f}  (list or configured prices; unpriced models count 0)")
+    if info["max_cost_usd"] is not None:
+        reached = "  reached: jobs not started are cancelled" if info["spend_limit_reached"] else ""
+        click.echo(f"  {'limit (USD)':<16}{info['max_cost_usd']:>10.4f}{reached}")
     click.echo(f"  {'finished':<16}{'yes' if info['finished'] else 'no':>10}")
 
 
@@ -244,6 +250,36 @@ def cancel(state: State, batch_id: str, as_json: bool) -> None:
                         ("failed", "had failed"), ("missing", "had no record")):
         if counts.get(word):
             click.echo(f"  {counts[word]} {label}")
+
+
+@batch.command()
+@click.argument("batch_id")
+@click.option("--max-cost-usd", type=float, metavar="USD", help="The batch's spend limit in US dollars.")
+@click.option("--remove", is_flag=True, help="Remove the spend limit.")
+@pass_state
+@redis_errors
+def limit(state: State, batch_id: str, max_cost_usd: Optional[float], remove: bool) -> None:
+    """Set, change or remove a batch's spend limit, even while it runs.
+
+    Once its jobs cost that much, each job not started yet is cancelled when a
+    worker takes it, calling no provider; running jobs finish, so the batch
+    may end above the limit by what they cost."""
+    from promptq.tasks.batch import BatchNotFound, set_spend_limit
+    from promptq.tasks.job import JobValidationError
+
+    if remove == (max_cost_usd is not None):
+        fail("give either --max-cost-usd USD or --remove", EXIT_USAGE)
+    try:
+        info = set_spend_limit(state.client, batch_id, None if remove else max_cost_usd)
+    except BatchNotFound:
+        fail(f"no batch {batch_id}", EXIT_NOT_FOUND)
+    except JobValidationError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if info["max_cost_usd"] is None:
+        click.echo(f"batch {batch_id}: no spend limit (spent {info['cost_usd']:.4f} USD)")
+    else:
+        click.echo(f"batch {batch_id}: spend limit {info['max_cost_usd']:.4f} USD, spent {info['cost_usd']:.4f}"
+                   + (" (reached)" if info["spend_limit_reached"] else ""))
 
 
 # --- helpers -------------------------------------------------------------------
