@@ -170,6 +170,11 @@ class AsyncClient:
 
         return await asyncio.to_thread(batch_status, self._blocking(), batch_id)
 
+    async def set_spend_limit(self, batch_id: str, max_cost_usd: Optional[float]) -> Dict[str, Any]:
+        from .batch import set_spend_limit
+
+        return await asyncio.to_thread(set_spend_limit, self._blocking(), batch_id, max_cost_usd)
+
     async def cancel_batch(self, batch_id: str) -> Dict[str, int]:
         from .batch import cancel_batch
 

@@ -82,17 +82,21 @@ def test_batch_submit_status_results_and_cancel(redis_server, mock_worker):
     lines = [f'{{"custom_id": "r{i}", "prompt": "line {i} {tag()}"}}' for i in range(5)]
 
     async def body(client):
-        sub = await client.submit_batch(lines, ["mock:m"])
+        sub = await client.submit_batch(lines, ["mock:m"], max_cost_usd=5)
         for _ in range(300):
             status = await client.batch_status(sub.batch_id)
             if status["finished"]:
                 break
             await asyncio.sleep(0.1)
         results = [line async for line in client.iter_results(sub.batch_id, chunk=2)]
-        return sub, status, results, await client.cancel_batch(sub.batch_id)
+        lifted = await client.set_spend_limit(sub.batch_id, None)
+        return sub, status, results, await client.cancel_batch(sub.batch_id), lifted
 
-    sub, status, results, cancelled = run(redis_server, body)
+    sub, status, results, cancelled, lifted = run(redis_server, body)
     assert status["succeeded"] == 5 and sub.submitted == 5
+    # The mock costs nothing, so a limit never stops it; lifted, there is none.
+    assert (status["cost_usd"], status["max_cost_usd"], status["spend_limit_reached"]) == (0, 5, False)
+    assert lifted["max_cost_usd"] is None
     assert [r["custom_id"] for r in results] == [f"r{i}" for i in range(5)]
     assert all(r["response"]["status_code"] == 200 for r in results)
     assert cancelled == {"succeeded": 5}
