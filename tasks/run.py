@@ -100,14 +100,12 @@ class JobRun(JobEndings):
 
     def _run(self) -> Dict[str, Any]:
         verdict, allow, first = self._start()
-        if verdict == "halted":
-            allow.release()
-            self._give_back(first)
-            logger.info("job %s: not run, its batch reached its spend limit", self.job_id)
-            return self._finish_cancelled(SPEND_LIMIT_MESSAGE)
         if verdict != "run":
             allow.release()  # no call: a half-open probe claimed for it goes back
             self._give_back(first)
+            if verdict == "halted":
+                logger.info("job %s: not run, its batch reached its spend limit", self.job_id)
+                return self._finish_cancelled(SPEND_LIMIT_MESSAGE)
             # Redelivered after success, superseded by a newer message, or
             # cancelled: acknowledge and do nothing, above all no provider call.
             logger.info("job %s: delivery dropped (%s)", self.job_id, verdict)
