@@ -29,7 +29,7 @@ __all__ = ["TERMINAL", "JobRecord", "JobStatus", "JobStore", "new_token"]
 # tasks.pricing): the caller then cancels it ('halted'), calling no provider.
 # KEYS: job, inflight, batch ; ARGV: now, token, deadline, worker, job_id, has_batch
 _START = """
--- One read, one write: this runs for every delivery.
+-- One read (a batch job's also reads its spend), one write: this runs for every delivery.
 local f = redis.call('HMGET', KEYS[1], 'status', 'token', 'started_at')
 local st = f[1]
 if not st then return 'missing' end
