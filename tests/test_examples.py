@@ -41,6 +41,7 @@ def test_batch_example_answers_every_line(name):
     sample = (ROOT / "examples" / "sample_batch.jsonl").read_text().splitlines()
     answered = [line for line in out.stdout.splitlines() if ": mock reply to: " in line]
     assert len(answered) == len(sample)
+    assert f"{len(sample)} succeeded, 0 failed" in out.stdout and "$0.0000 of a $5.00 limit" in out.stdout
 
 
 def test_openai_sdk_example():
