@@ -9,6 +9,10 @@ so a batch may mix providers and fail over per line. Retrieving a batch
 whose jobs are all done writes the output file (succeeded lines, in input
 order) and the error file (the rest), then says `completed` (or `cancelled`
 after a cancel). Output lines are OpenAI Batch output lines.
+
+OpenAI's batch has no spend limit; `metadata.promptq_max_cost_usd` (a
+string, as all metadata values are) sets the promptq batch's
+`max_cost_usd` before any line is sent.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from promptq.providers.finish_reasons import openai_finish_reason
-from promptq.tasks.batch import BatchBusyError, BatchInputError
+from promptq.tasks.batch import BatchBusyError, BatchInputError, spend_limit_nano
+from promptq.tasks.job import JobValidationError
 
 from .batch_book import BatchBook
 from .errors import ApiError
 from .jobs import OPENAI_NOT_PARAMETERS, ServerState, read_json
 
 ENDPOINT = "/v1/chat/completions"
+#: The metadata key that carries a spend limit (USD) for the batch.
+SPEND_LIMIT_KEY = "promptq_max_cost_usd"
 #: A batch still `validating` this long after its creation, with no
 #: submission running here, lost its server mid-way: it is resumed.
 RESUME_AFTER_S = 60
@@ -53,6 +60,7 @@ async def create(request: Request) -> Response:
         metadata = body.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise ApiError(400, "metadata: must be an object", param="metadata", code="invalid_value")
+        _spend_limit(metadata)  # refused now, not after the batch said `validating`
         meta = request.app.state.files.get(body["input_file_id"])
         if meta["purpose"] != "batch":
             raise ApiError(400, f"input_file_id: file {meta['id']} has purpose {meta['purpose']!r}, not 'batch'",
@@ -72,6 +80,21 @@ async def create(request: Request) -> Response:
         return exc.response("openai")
 
 
+def _spend_limit(metadata: Any) -> Any:
+    """`metadata.promptq_max_cost_usd` as a number of USD, None if absent; ApiError if malformed."""
+    raw = (metadata or {}).get(SPEND_LIMIT_KEY)
+    if raw is None:
+        return None
+    param = f"metadata.{SPEND_LIMIT_KEY}"
+    try:
+        value = float(raw)
+        spend_limit_nano(value)
+    except (TypeError, ValueError, JobValidationError):
+        raise ApiError(400, f"{param}: must be a number of US dollars above 0, got {raw!r}", param=param,
+                       code="invalid_value") from None
+    return value
+
+
 def _start(app_state: Any, batch_id: str) -> None:
     task = asyncio.ensure_future(_submit(app_state, batch_id))
     _tasks[batch_id] = task
@@ -89,7 +112,8 @@ async def _submit(app_state: Any, batch_id: str) -> None:
         if not errors:
             try:
                 # Resumable: a batch resumed after a crash sends only the lines not sent yet.
-                sub = await state.client.submit_batch(lines, None, batch_id=batch_id, source=batch["input_file_id"])
+                sub = await state.client.submit_batch(lines, None, batch_id=batch_id, source=batch["input_file_id"],
+                                                      max_cost_usd=_spend_limit(batch.get("metadata")))
             except BatchBusyError:
                 return  # another serve process is submitting it
             except BatchInputError as exc:

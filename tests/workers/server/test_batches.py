@@ -156,3 +156,25 @@ def test_a_batch_left_validating_by_a_dead_server_is_resumed(openai_client, serv
     batch = wait_for(lambda: (b := openai_client.batches.retrieve(batch_id)).status == "completed" and b, 60, 0.2,
                      "the orphaned batch to be resumed and completed")
     assert batch.request_counts.completed == 1
+
+
+def test_openai_batch_metadata_sets_a_spend_limit(openai_client, redis_server):
+    from promptq import Client, Settings, batch_status
+
+    uploaded = openai_client.files.create(file=("in.jsonl", batch_file([chat_line("a", f"cap me {tag()}")])),
+                                          purpose="batch")
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                     completion_window="24h", metadata={"promptq_max_cost_usd": "lots"})
+    assert info.value.param == "metadata.promptq_max_cost_usd"
+    batch = openai_client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                         completion_window="24h", metadata={"promptq_max_cost_usd": "2.5"})
+    batch = wait_for(lambda: (b := openai_client.batches.retrieve(batch.id)).status in ("completed", "failed") and b,
+                     60, 0.2, "batch to complete")
+    assert batch.status == "completed", batch.errors
+    client = Client(Settings.load(environ={"PROMPTQ_REDIS_URL": redis_server.url}))
+    try:
+        status = batch_status(client, batch.id)
+    finally:
+        client.close()
+    assert (status["max_cost_usd"], status["cost_usd"], status["succeeded"]) == (2.5, 0, 1)
