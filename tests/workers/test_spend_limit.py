@@ -8,9 +8,6 @@ would add its own."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -19,15 +16,10 @@ from promptq.tasks.batch_results import batch_status, iter_results
 from promptq.tasks.job import JobValidationError
 from promptq.tasks.run import SPEND_LIMIT_MESSAGE
 from tests.fakes.openai_server import FakeOpenAI
-from tests.worker_process import ROOT, WorkerProcess, wait_for
+from tests.worker_process import WorkerProcess, wait_for
+from tests.workers.test_cli import promptq as cli
 
 KEY = "sk-test-spend-0123456789"
-
-
-def cli(redis_server, *args):
-    env = {**os.environ, "PROMPTQ_REDIS_URL": redis_server.url}
-    return subprocess.run([sys.executable, "-m", "promptq.workers.cli.main", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_a_batch_stops_starting_jobs_once_it_spent_its_limit(redis_server, client, tmp_path):
